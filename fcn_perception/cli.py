@@ -1,0 +1,56 @@
+"""The ``fcn-perception`` command.
+
+Each area registers its own sub-commands with a ``register(subparsers)`` function:
+``train`` and ``evaluate`` (training), ``export``, ``build-engine``, ``bench``
+(inference) and ``bag`` (rosbag tools).  Imports are lazy so ``--help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+REGISTRARS = (
+    "fcn_perception.training.cli",
+    "fcn_perception.inference.cli",
+    "fcn_perception.bag.cli",
+)
+
+
+class CommandError(Exception):
+    """A user error: printed as ``error: ...`` with exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fcn-perception",
+        description="FCN segmentation and R-FCN detection: train, evaluate, export, "
+        "benchmark and replay rosbags.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in REGISTRARS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
