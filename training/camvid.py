@@ -149,7 +149,7 @@ class CamVid:
             names, self.colors = read_class_dict(class_dict)
             self.classes = tuple(names)
             num_classes = len(names)
-            ignore_index = 255 if ignore_index < num_classes else ignore_index
+            ignore_index = 255  # colours not in class_dict.csv
             self.samples = common_layout_samples(data_dir, str(split))
         else:
             self.classes = CLASSES[:num_classes] if num_classes <= len(CLASSES) else None

@@ -1,0 +1,181 @@
+"""Detection datasets and transforms: CamVid with derived boxes, or COCO JSON.
+
+:func:`open_detection_split` picks the source from the split argument:
+
+* a ``.json`` file: COCO annotations (:class:`fcn_perception.training.coco.CocoBoxes`),
+  images under ``data``;
+* otherwise a CamVid split (file or common-layout name, see
+  :class:`fcn_perception.training.camvid.CamVid`); boxes come from the label maps by
+  :func:`fcn_perception.training.boxes.derive_boxes`.
+
+Items are ``(image uint8 (H, W, 3), boxes float32 (G, 4), labels int64 (G,))`` with
+labels ``0..C-1``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from fcn_perception.training.boxes import (
+    DEFAULT_CONNECTIVITY,
+    DEFAULT_MIN_AREA,
+    derivation_rule,
+    derive_boxes,
+)
+from fcn_perception.training.camvid import CLASSES as CAMVID_CLASSES
+from fcn_perception.training.camvid import PALETTE as CAMVID_PALETTE
+from fcn_perception.training.camvid import CamVid, DatasetError
+from fcn_perception.training.coco import CocoBoxes
+
+DEFAULT_CLASSES = ("Car", "Pedestrian", "Bicyclist")
+
+
+class CamVidBoxes:
+    """A CamVid split with boxes derived from its label maps (decoded once, in memory).
+
+    Args:
+        data_dir, split: as for :class:`CamVid`.
+        classes: CamVid class names to detect (default Car, Pedestrian, Bicyclist).
+        min_area, connectivity: the derivation rule (:func:`derive_boxes`).
+        limit: only the first ``limit`` samples.
+    """
+
+    def __init__(self, data_dir, split, classes: Sequence[str] = DEFAULT_CLASSES,
+                 min_area: int = DEFAULT_MIN_AREA, connectivity: int = DEFAULT_CONNECTIVITY,
+                 limit: int | None = None, progress: bool = True) -> None:
+        base = CamVid(data_dir, split)
+        names = list(base.classes or CAMVID_CLASSES)
+        unknown = [c for c in classes if c not in names]
+        if unknown:
+            raise DatasetError(f"detection classes {unknown} are not classes of {data_dir} "
+                               f"({names})")
+        self.classes = tuple(classes)
+        self.label_ids = [names.index(c) for c in classes]
+        self.rule = derivation_rule(self.classes, self.label_ids, min_area, connectivity)
+        palette = [tuple(int(v) for v in c) for c in base.colors] if base.colors is not None \
+            else list(CAMVID_PALETTE)
+        self.palette = [list(palette[i]) for i in self.label_ids]
+        n = len(base) if limit is None else min(limit, len(base))
+        self.images, self.targets = [], []
+        for i in tqdm(range(n), desc="loading + deriving boxes", leave=False, disable=not progress):
+            image, label = base.load(i)
+            self.images.append(image)
+            self.targets.append(derive_boxes(label, self.label_ids, min_area, connectivity))
+        self.names = [s.image.name for s in base.samples[:n]]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def boxes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.targets[i]
+
+    def load_image(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+    def __getitem__(self, i: int):
+        return (self.images[i], *self.targets[i])
+
+
+def open_detection_split(data_dir, split, classes: Sequence[str] | None = None,
+                         min_area: int = DEFAULT_MIN_AREA,
+                         connectivity: int = DEFAULT_CONNECTIVITY, limit: int | None = None):
+    """A :class:`CocoBoxes` (``split`` is a .json) or :class:`CamVidBoxes`."""
+    if str(split).endswith(".json"):
+        ds = CocoBoxes(data_dir, split, classes)
+        ds.rule = {"method": "COCO annotations", "file": str(split)}
+        ds.palette = _default_palette(len(ds.classes))
+        if limit is not None:
+            ds.images, ds.targets = ds.images[:limit], ds.targets[:limit]
+        return ds
+    return CamVidBoxes(data_dir, split, classes or DEFAULT_CLASSES, min_area, connectivity, limit)
+
+
+def _default_palette(n: int) -> list[list[int]]:
+    import colorsys
+
+    return [[int(255 * v) for v in colorsys.hsv_to_rgb(i / max(n, 1), 0.8, 0.95)] for i in range(n)]
+
+
+class DetectionTransform:
+    """``(image, boxes, labels) -> (float (3,H,W) normalised, {"boxes", "labels"})``.
+
+    Training adds a random horizontal flip and colour jitter; boxes that become
+    empty are dropped.
+    """
+
+    def __init__(self, train: bool, mean, std, jitter: float = 0.2) -> None:
+        ops = []
+        if train:
+            ops += [v2.RandomHorizontalFlip(),
+                    v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter,
+                                   hue=0.02)]
+        ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)),
+                v2.SanitizeBoundingBoxes(min_size=1.0)]
+        self.ops = v2.Compose(ops)
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
+        img = tv_tensors.Image(torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1))
+        h, w = img.shape[-2:]
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(np.asarray(boxes, np.float32)),
+                                              format="XYXY", canvas_size=(h, w)),
+            "labels": torch.from_numpy(np.asarray(labels, np.int64)),
+        }
+        img, target = self.ops(img, target)
+        return img.as_subclass(torch.Tensor), {
+            "boxes": target["boxes"].as_subclass(torch.Tensor).reshape(-1, 4),
+            "labels": target["labels"],
+        }
+
+
+class DetectionSet(Dataset):
+    """A detection source with a transform, for the DataLoader."""
+
+    def __init__(self, source, transform: DetectionTransform) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        return self.transform(*self.source[i])
+
+
+def collate(batch):
+    """Stack images (zero-padding to the largest size) -> ``(images, targets, sizes)``."""
+    images, targets = zip(*batch)
+    sizes = [tuple(int(s) for s in im.shape[-2:]) for im in images]
+    h = max(s[0] for s in sizes)
+    w = max(s[1] for s in sizes)
+    out = images[0].new_zeros((len(images), 3, h, w))
+    for i, im in enumerate(images):
+        out[i, :, : im.shape[1], : im.shape[2]] = im
+    return out, list(targets), sizes
+
+
+def image_tensor(image: np.ndarray, mean, std) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> normalised ``(3, H, W)`` float (evaluation)."""
+    x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0
+    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    return (x - m) / s
+
+
+def save_boxes_json(source, path: str | Path) -> None:
+    """Write derived boxes as JSON (image name -> boxes/labels), for inspection."""
+    import json
+
+    rows = {}
+    for i in range(len(source)):
+        b, lab = source.boxes(i)
+        name = source.names[i] if hasattr(source, "names") else str(i)
+        rows[name] = {"boxes": b.tolist(), "labels": lab.tolist()}
+    Path(path).write_text(json.dumps({"classes": list(source.classes), "images": rows}))

@@ -1,0 +1,185 @@
+"""Training infrastructure shared by the segmentation and detection loops.
+
+* :class:`RunDir`: a run folder with ``config.json``, ``metrics.jsonl`` (one line per
+  epoch), ``metrics.json`` (summary) and TensorBoard event files.
+* :class:`Checkpointer`: ``last.pt`` every epoch and ``best.pt`` on improvement, written
+  atomically, read back with ``torch.load(weights_only=True)``; :meth:`resume` restores
+  model, optimiser, scheduler, AMP scaler, epoch and best score.
+* :func:`poly_lr`: the poly learning-rate schedule ``(1 - it/total) ** power``.
+* :func:`distributed`: DistributedDataParallel set-up from ``torchrun`` variables.
+* :func:`seed_epoch`: every epoch reseeds the RNGs from ``(seed, epoch)``, so a run
+  resumed from a checkpoint continues exactly as the uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed(device: str | None = None) -> DistInfo:
+    """Initialise ``torch.distributed`` when launched by ``torchrun`` (``WORLD_SIZE`` > 1).
+
+    Picks NCCL with one GPU per process when CUDA is available, Gloo otherwise.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local if world > 1 else (dev.index or 0))
+        torch.cuda.set_device(dev)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local, dev)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    """Reseed torch, numpy and random for ``epoch``; return a generator for shuffling."""
+    s = seed * 100_003 + epoch
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)
+    gen = torch.Generator()
+    gen.manual_seed(s)
+    return gen
+
+
+def poly_lr(optimizer: torch.optim.Optimizer, total_iters: int, power: float = 0.9,
+            warmup_iters: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then poly decay to zero at ``total_iters``."""
+    def factor(it: int) -> float:
+        if it < warmup_iters:
+            return (it + 1) / warmup_iters
+        return max(0.0, 1.0 - it / max(1, total_iters)) ** power
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float = 0.9):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adamw'")
+
+
+class RunDir:
+    """A training run's folder; only the main process writes."""
+
+    def __init__(self, path: str | Path, config: dict, is_main: bool = True,
+                 tensorboard: bool = True) -> None:
+        self.path = Path(path)
+        self.is_main = is_main
+        self.writer = None
+        if not is_main:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.path / "tensorboard"))
+
+    def log_epoch(self, epoch: int, metrics: dict) -> None:
+        if not self.is_main:
+            return
+        row = {"epoch": epoch, "time": time.time(), **metrics}
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, epoch)
+            self.writer.flush()
+
+    def history(self) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def truncate_history(self, last_epoch: int) -> None:
+        """Drop rows after ``last_epoch`` (a resumed run re-logs the epochs it redoes)."""
+        if not self.is_main:
+            return
+        rows = [r for r in self.history() if r["epoch"] <= last_epoch]
+        (self.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def write_summary(self, summary: dict) -> None:
+        if self.is_main:
+            (self.path / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Checkpointer:
+    """``last.pt`` after every epoch, ``best.pt`` when the selection score improves."""
+
+    def __init__(self, run_dir: str | Path, is_main: bool = True) -> None:
+        self.dir = Path(run_dir)
+        self.is_main = is_main
+
+    def save(self, epoch: int, model, optimizer, scheduler, scaler=None, best: float = -1.0,
+             is_best: bool = False) -> None:
+        if not self.is_main:
+            return
+        state = {
+            "epoch": epoch,
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "best": float(best),
+        }
+        self._atomic_save(state, self.dir / "last.pt")
+        if is_best:
+            self._atomic_save(state, self.dir / "best.pt")
+
+    @staticmethod
+    def _atomic_save(state: dict, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def resume(self, model, optimizer, scheduler, scaler=None, path: str | Path | None = None):
+        """Restore everything from ``path`` (default ``last.pt``); return (next_epoch, best)."""
+        path = Path(path) if path else self.dir / "last.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"cannot resume: no checkpoint at {path} (a run writes last.pt after each epoch)"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        return int(state["epoch"]) + 1, float(state["best"])

@@ -1,0 +1,84 @@
+"""Score a segmentation Predictor on a labelled split (the FCN paper's metrics).
+
+    fcn-perception evaluate segmentation --data ../shared/camvid --split val.txt \
+        --json out/val.json [--weights W.safetensors] [--backend torch]
+
+Prints and writes ``pixel_accuracy``, ``mean_accuracy``, ``mean_iou``, ``fw_iou`` and
+``per_class_iou`` (fractions in [0, 1]), plus ``<json stem>_confusion.png`` and
+``<json stem>_iou.png`` beside the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fcn_perception.training.camvid import CamVid
+from fcn_perception.training.metrics import ConfusionMatrix
+from fcn_perception.training.plots import plot_confusion, plot_iou_bars
+
+
+def evaluate_segmentation(predictor, dataset: CamVid, progress: bool = True):
+    """Run ``predictor`` on every frame of ``dataset``; return (scores, ConfusionMatrix).
+
+    Class names come from the predictor's model card; the dataset's labels must use the
+    same ids (its ignore index is left out).
+    """
+    classes = list(predictor.classes)
+    conf = ConfusionMatrix(len(classes), dataset.ignore_index)
+    latencies = []
+    for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
+        image, label = dataset.load(i)
+        result = predictor(image)
+        if result.labels.shape != label.shape:
+            raise ValueError(
+                f"prediction {result.labels.shape} and label {label.shape} differ in size"
+            )
+        conf.update(label, result.labels)
+        latencies.append(result.latency_ms)
+    scores = conf.scores(classes)
+    scores["frames"] = len(dataset)
+    scores["latency_ms_p50"] = float(np.percentile(latencies, 50)) if latencies else 0.0
+    return scores, conf
+
+
+def write_outputs(scores: dict, conf: ConfusionMatrix, classes, palette, json_path) -> dict:
+    """Write the metrics JSON and the two pictures beside it; return their paths."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    stem = json_path.with_suffix("")
+    pictures = {
+        "confusion_png": str(plot_confusion(conf.matrix, classes, f"{stem}_confusion.png")),
+        "iou_png": str(plot_iou_bars(scores["per_class_iou"], f"{stem}_iou.png",
+                                     palette=[tuple(c) for c in palette])),
+    }
+    json_path.write_text(json.dumps({**scores, "confusion_matrix": conf.matrix.tolist(),
+                                     **pictures}, indent=2) + "\n")
+    return pictures
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset folder (SegNet layout)")
+    p.add_argument("--split", required=True, help="split file, e.g. val.txt")
+    p.add_argument("--weights", default=None, help="weights (default: the shipped FCN-8s)")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--json", required=True, help="metrics JSON to write")
+
+
+def eval_main(args: argparse.Namespace) -> int:
+    from fcn_perception import load_predictor
+
+    predictor = load_predictor("segmentation", backend=args.backend, weights=args.weights)
+    dataset = CamVid(args.data, args.split, num_classes=len(predictor.classes))
+    scores, conf = evaluate_segmentation(predictor, dataset)
+    pictures = write_outputs(scores, conf, predictor.classes, predictor.palette, args.json)
+    print(f"{len(dataset)} frames, backend {predictor.backend}")
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"):
+        print(f"  {key:15s} {scores[key]:.4f}")
+    for name, iou in scores["per_class_iou"].items():
+        print(f"  IoU {name:12s} {'n/a' if iou is None else f'{iou:.4f}'}")
+    print(f"wrote {args.json}, {pictures['confusion_png']}, {pictures['iou_png']}")
+    return 0

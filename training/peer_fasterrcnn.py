@@ -1,0 +1,88 @@
+"""The peer detector for the README's comparison: torchvision's Faster R-CNN.
+
+    python -m fcn_perception.training.peer_fasterrcnn --data ../shared/camvid \
+        --out runs/peer_frcnn --epochs 12
+
+``fasterrcnn_mobilenet_v3_large_fpn`` with no pretrained weights
+(``weights=None, weights_backbone=None``), ``num_classes = C + 1``, trained by the same
+loop, on the same boxes, with the same augmentation and schedule as R-FCN
+(:func:`fcn_perception.training.train_detection.train_loop`).  Its internal resize is
+set to the native frame size (``min_size``/``max_size`` = the frame's short/long side,
+360/480 for CamVid), so both detectors see the same pixels.  Its own transform
+normalises, so it is fed ``[0, 1]`` images.  The best epoch (val mAP@0.5) is saved
+as ``OUT/model.safetensors`` (fp32) with ``OUT/metrics.json``; it is not shipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from fcn_perception.training.train_detection import add_common_args, train_loop
+
+
+def build_peer(num_classes: int, min_size: int = 360, max_size: int = 480):
+    """Faster R-CNN MobileNetV3-Large FPN for ``num_classes`` foreground classes."""
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
+
+    return fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, num_classes=num_classes + 1,
+        min_size=min_size, max_size=max_size)
+
+
+class FasterRCNNAdapter:
+    """Adapter of the shared loop for torchvision's Faster R-CNN (labels shifted by 1)."""
+
+    name = "fasterrcnn_mobilenet_v3_large_fpn"
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # the model normalises internally
+
+    def __init__(self, args: argparse.Namespace, classes) -> None:
+        self.model = build_peer(len(classes), args.min_size, args.max_size)
+
+    def train_mode(self, model) -> None:
+        model.train()
+
+    def losses(self, model, images, targets, sizes) -> dict:
+        ims = [images[i, :, :h, :w] for i, (h, w) in enumerate(sizes)]
+        tg = [{"boxes": t["boxes"].to(images.device), "labels": t["labels"].to(images.device) + 1}
+              for t in targets]
+        return model(ims, tg)
+
+    def predict(self, model, x):
+        out = model.eval()(list(x))
+        return [{**o, "labels": o["labels"] - 1} for o in out]
+
+    def finish(self, run_dir: Path, config: dict, train_src, val_src, device) -> dict:
+        from fcn_perception.training.det_metrics import plot_pr_curves
+        from fcn_perception.training.evaluate_detection import evaluate_model
+        from fcn_perception.weights_io import save_state_dict
+
+        state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+        save_state_dict(state["model"], run_dir / "model.safetensors")
+        self.model.load_state_dict(state["model"])
+        model = self.model.to(device).eval()
+        ev, ms = evaluate_model(lambda x: self.predict(model, x), val_src, self.mean, self.std,
+                                device, "val (best)")
+        plot_pr_curves(ev, run_dir / "val_pr.png", getattr(val_src, "palette", None))
+        return {"best_epoch": int(state["epoch"]) + 1, "val": ev.summary(),
+                "val_ms_per_frame": ms}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_args(parser)
+    parser.add_argument("--min-size", type=int, default=360)
+    parser.add_argument("--max-size", type=int, default=480)
+    args = parser.parse_args(argv)
+    summary = train_loop(args, FasterRCNNAdapter)
+    if summary:
+        print(json.dumps({"best_epoch": summary["best_epoch"], "map50": summary["val"]["map50"],
+                          "map": summary["val"]["map"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

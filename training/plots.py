@@ -1,0 +1,81 @@
+"""Pictures of results: confusion matrices, per-class IoU bars, latency histograms."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_confusion(matrix: np.ndarray, class_names, path: str | Path,
+                   title: str = "Confusion matrix (rows: ground truth, normalised)") -> Path:
+    """Row-normalised confusion matrix with percentages in the cells."""
+    m = np.asarray(matrix, dtype=np.float64)
+    rows = m.sum(axis=1, keepdims=True)
+    norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.55 * k))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    for i in range(k):
+        for j in range(k):
+            if norm[i, j] >= 0.005:
+                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_iou_bars(per_class_iou: dict, path: str | Path, palette=None,
+                  title: str = "Per-class IoU") -> Path:
+    """Horizontal bars of IoU per class (classes with no pixels are shown as n/a)."""
+    names = list(per_class_iou)
+    values = [per_class_iou[n] if per_class_iou[n] is not None else 0.0 for n in names]
+    colors = [np.asarray(palette[i]) / 255 for i in range(len(names))] if palette else "tab:blue"
+    fig, ax = plt.subplots(figsize=(6, 0.8 + 0.35 * len(names)))
+    ax.barh(range(len(names)), values, color=colors, edgecolor="black", linewidth=0.5)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    for i, n in enumerate(names):
+        v = per_class_iou[n]
+        ax.text(min(values[i], 0.9) + 0.01, i, "n/a" if v is None else f"{v:.3f}",
+                va="center", fontsize=8)
+    valid = [v for v in per_class_iou.values() if v is not None]
+    if valid:
+        ax.axvline(float(np.mean(valid)), color="gray", ls="--", lw=1)
+    ax.set_xlabel("IoU")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_latency_histogram(latencies_ms, path: str | Path, title: str = "Latency") -> Path:
+    """Histogram of per-frame latencies with p50/p95 marked."""
+    lat = np.asarray(latencies_ms, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    if lat.size:
+        ax.hist(lat, bins=min(40, max(5, lat.size // 2)), color="tab:blue", alpha=0.8)
+        for q, style in ((50, "--"), (95, ":")):
+            v = float(np.percentile(lat, q))
+            ax.axvline(v, color="black", ls=style, lw=1, label=f"p{q} {v:.1f} ms")
+        ax.legend()
+    ax.set_xlabel("ms per frame")
+    ax.set_ylabel("frames")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

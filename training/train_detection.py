@@ -1,0 +1,299 @@
+"""Train R-FCN on CamVid-derived boxes (or a COCO-format dataset).
+
+    fcn-perception train detection --data ../shared/camvid --out runs/rfcn \
+        --backbone resnet18 --init-backbone runs/seg_main/best.pt --epochs 12
+
+Boxes: on a CamVid folder, connected components of Car, Pedestrian and Bicyclist
+(``--classes``, ``--min-area``, ``--connectivity``; see
+:mod:`fcn_perception.training.boxes`); with ``--train-split X.json --val-split Y.json``
+COCO annotations, images under ``--data``.
+
+Writes ``OUT/config.json``, ``metrics.jsonl``, TensorBoard scalars, ``last.pt`` every
+epoch, ``best.pt`` (best val mAP@0.5) and at the end ``OUT/model.safetensors`` (fp16)
+with its model card ``OUT/model.json`` (scored again on val after the fp16 round
+trip).  ``--resume`` continues from ``last.pt`` exactly (model, optimiser, scheduler,
+epoch, best score; the RNGs are reseeded from ``(seed, epoch)`` every epoch).
+Multi-GPU / multi-process: ``torchrun --nproc_per_node=N -m
+fcn_perception.training.train_detection ...``.
+
+The training loop is shared with the Faster R-CNN peer
+(:mod:`fcn_perception.training.peer_fasterrcnn`) through a small adapter.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from fcn_perception.training import engine
+from fcn_perception.training.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
+from fcn_perception.training.det_data import (
+    DEFAULT_CLASSES,
+    DetectionSet,
+    DetectionTransform,
+    collate,
+    open_detection_split,
+)
+from fcn_perception.training.evaluate_detection import evaluate_model
+from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD
+
+RFCN_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+def add_common_args(p: argparse.ArgumentParser, epochs: int = 12) -> None:
+    """Arguments shared by R-FCN and the Faster R-CNN peer (same data, same schedule)."""
+    p.add_argument("--data", required=True, help="CamVid folder, or the COCO image folder")
+    p.add_argument("--train-split", default="train.txt",
+                   help="CamVid split file/name, or a COCO annotation .json")
+    p.add_argument("--val-split", default="val.txt")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--classes", nargs="+", default=list(DEFAULT_CLASSES),
+                   help="detection classes (CamVid names; add SignSymbol if wanted; "
+                        "COCO: category names, default all)")
+    p.add_argument("--min-area", type=int, default=DEFAULT_MIN_AREA,
+                   help="CamVid: smallest component (pixels) that becomes a box")
+    p.add_argument("--connectivity", type=int, default=DEFAULT_CONNECTIVITY, choices=(4, 8))
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-epochs", type=float, default=0.5)
+    p.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm (0: off)")
+    p.add_argument("--val-every", type=int, default=1)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--limit-val", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-tensorboard", action="store_true")
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    add_common_args(p)
+    p.add_argument("--backbone", default="resnet18", choices=RFCN_BACKBONES)
+    p.add_argument("--neck", default="fuse", choices=("fuse", "dilated"),
+                   help="stride-16 features: layer3 + upsampled layer4 (fuse) or dilated "
+                        "layer4 (the paper's; slower)")
+    p.add_argument("--pretrained", default=None,
+                   help="backbone init: 'imagenet' (download) or a torchvision weights file")
+    p.add_argument("--init-backbone", default=None,
+                   help="backbone init from a checkpoint whose keys start with 'backbone.' "
+                        "(e.g. the FCN run's best.pt)")
+    p.add_argument("--trainable-layers", type=int, default=3, choices=range(0, 6),
+                   help="ResNet stages trained, from the top (layer4..stem); 5: all")
+    p.add_argument("--freeze-bn", default="auto", choices=("auto", "yes", "no"),
+                   help="keep backbone BatchNorm statistics and affine fixed "
+                        "(auto: yes when the backbone is initialised from weights)")
+    p.add_argument("--ohem", action="store_true", help="online hard example mining in the head")
+    p.add_argument("--anchor-sizes", type=float, nargs=3, default=None)
+    p.add_argument("--aspect-ratios", type=float, nargs=3, default=None)
+
+
+class RFCNAdapter:
+    """How the shared loop builds, trains, runs and ships R-FCN."""
+
+    name = "rfcn"
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __init__(self, args: argparse.Namespace, classes) -> None:
+        from fcn_perception.models import build_model
+        from fcn_perception.models.rfcn import architecture, init_backbone_from
+
+        over = {"backbone": args.backbone, "num_classes": len(classes), "neck": args.neck,
+                "ohem": bool(args.ohem)}
+        if args.anchor_sizes:
+            over["anchor_sizes"] = list(args.anchor_sizes)
+        if args.aspect_ratios:
+            over["aspect_ratios"] = list(args.aspect_ratios)
+        self.arch = architecture(**over)
+        self.model = build_model(self.arch, args.pretrained)
+        self.init = args.pretrained
+        if args.init_backbone:
+            n = init_backbone_from(self.model, args.init_backbone)
+            self.init = f"backbone ({n} tensors) from {args.init_backbone}"
+        self.frozen_bn = args.freeze_bn == "yes" or (
+            args.freeze_bn == "auto" and (args.pretrained or args.init_backbone))
+        bb = self.model.backbone
+        stages = [bb.layer4, bb.layer3, bb.layer2, bb.layer1, bb.stem]
+        for stage in stages[args.trainable_layers:]:
+            stage.requires_grad_(False)
+        if self.frozen_bn:
+            for m in bb.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.requires_grad_(False)
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.train()
+        if self.frozen_bn:
+            for m in engine.unwrap(model).backbone.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+
+    def losses(self, model, images, targets, sizes) -> dict:
+        targets = [{k: v.to(images.device) for k, v in t.items()} for t in targets]
+        return model(images, targets, sizes)
+
+    def predict(self, model, x):
+        return model.eval()(x)
+
+    def finish(self, run_dir: Path, config: dict, train_src, val_src, device) -> dict:
+        """``model.safetensors`` (fp16) + card from ``best.pt``, scored on val in fp16."""
+        from fcn_perception.models import build_model
+        from fcn_perception.training.det_metrics import plot_pr_curves
+        from fcn_perception.weights_io import load_weights_into, save_state_dict, write_card
+
+        state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+        weights = run_dir / "model.safetensors"
+        save_state_dict(state["model"], weights, half=True)
+        model = build_model(self.arch)
+        load_weights_into(model, weights)
+        model.to(device).eval()
+        ev, ms = evaluate_model(model, val_src, self.mean, self.std, device, "val (fp16)")
+        val = ev.summary()
+        plot_pr_curves(ev, run_dir / "val_pr.png", getattr(val_src, "palette", None))
+        card = {
+            "task": "detection",
+            "architecture": self.arch,
+            "classes": list(train_src.classes),
+            "palette": getattr(train_src, "palette", None),
+            "ignore_index": None,
+            "input": {"mean": list(self.mean), "std": list(self.std), "size": None},
+            "box_derivation": train_src.rule,
+            "training": {k: config.get(k) for k in (
+                "data", "train_split", "val_split", "epochs", "batch_size", "optimizer", "lr",
+                "weight_decay", "warmup_epochs", "clip_grad", "trainable_layers", "seed",
+                "pretrained", "init_backbone", "ohem")} | {
+                "backbone_init": self.init, "frozen_bn": bool(self.frozen_bn),
+                "augmentation": "horizontal flip, colour jitter 0.2; native resolution",
+                "world_size": config.get("world_size")},
+            "selected_epoch": int(state["epoch"]) + 1,
+            "metrics": {"val": val},
+            "outputs": {"labels": "index into classes", "boxes": "x1, y1, x2, y2 input pixels",
+                        "onnx": "fcn_perception.models.rfcn.export_onnx: inputs ['image'], "
+                                "outputs ['boxes', 'scores', 'labels', 'num_detections'] padded "
+                                f"to {self.arch['max_detections']}"},
+        }
+        write_card(card, weights)
+        return {"best_epoch": int(state["epoch"]) + 1, "val": val, "val_ms_per_frame": ms}
+
+
+def train_loop(args: argparse.Namespace, make_adapter) -> dict:
+    """The shared detection training loop (R-FCN and the peer)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dist = engine.distributed(args.device)
+    device = dist.device
+    classes = args.classes if not str(args.train_split).endswith(".json") or \
+        args.classes != list(DEFAULT_CLASSES) else None
+    train_src = open_detection_split(args.data, args.train_split, classes, args.min_area,
+                                     args.connectivity, args.limit_train)
+    val_src = open_detection_split(args.data, args.val_split, list(train_src.classes),
+                                   args.min_area, args.connectivity, args.limit_val)
+    adapter = make_adapter(args, train_src.classes)
+    model = adapter.model.to(device)
+    if dist.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    train_set = DetectionSet(train_src, DetectionTransform(True, adapter.mean, adapter.std))
+    steps = max(1, len(train_set) // (args.batch_size * dist.world_size))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = engine.build_optimizer(params, args.optimizer, args.lr, args.weight_decay)
+    scheduler = engine.poly_lr(optimizer, args.epochs * steps,
+                               warmup_iters=int(args.warmup_epochs * steps))
+    config = {**vars(args), "model": adapter.name, "classes": list(train_src.classes),
+              "world_size": dist.world_size,
+              "num_gt_train": [int(sum((train_src.boxes(i)[1] == c).sum()
+                                       for i in range(len(train_src))))
+                               for c in range(len(train_src.classes))]}
+    config.pop("func", None)
+    run = engine.RunDir(args.out, config, dist.is_main, tensorboard=not args.no_tensorboard)
+    ckpt = engine.Checkpointer(args.out, dist.is_main)
+    start, best = 0, -1.0
+    if args.resume:
+        start, best = ckpt.resume(model, optimizer, scheduler)
+        run.truncate_history(start - 1)
+        print(f"resumed from {Path(args.out) / 'last.pt'} at epoch {start}", file=sys.stderr)
+
+    for epoch in range(start, args.epochs):
+        gen = engine.seed_epoch(args.seed, epoch)
+        sampler = None
+        if dist.world_size > 1:
+            sampler = DistributedSampler(train_set, seed=args.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None,
+                            sampler=sampler, drop_last=True, num_workers=args.workers,
+                            generator=gen, collate_fn=collate)
+        adapter.train_mode(model)
+        t0, sums, seen = time.time(), {}, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist.is_main,
+                   leave=False)
+        for images, targets, sizes in bar:
+            losses = adapter.losses(model, images.to(device), targets, sizes)
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.clip_grad:
+                torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
+            optimizer.step()
+            scheduler.step()
+            for k, v in {"loss": loss, **losses}.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(images)
+            seen += len(images)
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}",
+                            lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        row = {f"train/{k}": v / max(1, seen) for k, v in sums.items()}
+        row.update({"lr": scheduler.get_last_lr()[0], "time/epoch_s": time.time() - t0})
+        is_best = False
+        last = epoch == args.epochs - 1
+        if dist.is_main and ((epoch + 1) % args.val_every == 0 or last):
+            net = engine.unwrap(model)
+            ev, ms = evaluate_model(lambda x, net=net: adapter.predict(net, x), val_src,
+                                    adapter.mean, adapter.std, device)
+            s = ev.summary()
+            row.update({"val/map50": s["map50"], "val/map": s["map"], "val/ms_per_frame": ms})
+            row.update({f"val/ap50_{n}": v for n, v in s["per_class_ap"].items()
+                        if v is not None})
+            is_best = s["map50"] > best
+            best = max(best, s["map50"])
+        ckpt.save(epoch, model, optimizer, scheduler, None, best, is_best)
+        run.log_epoch(epoch, row)
+        if dist.is_main:
+            msg = " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float))
+            tqdm.write(f"epoch {epoch + 1}/{args.epochs} {msg}")
+
+    summary = {}
+    if dist.is_main:
+        summary = adapter.finish(Path(args.out), config, train_src, val_src, device)
+        run.write_summary(summary)
+    run.close()
+    return summary
+
+
+def train_main(args: argparse.Namespace) -> int:
+    """Entry for ``fcn-perception train detection``."""
+    summary = train_loop(args, RFCNAdapter)
+    if summary:
+        print(json.dumps({"best_epoch": summary["best_epoch"],
+                          "map50": summary["val"]["map50"], "map": summary["val"]["map"]},
+                         indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_train_args(parser)
+    return train_main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

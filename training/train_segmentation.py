@@ -1,0 +1,268 @@
+"""Train an FCN (or U-Net) on CamVid.
+
+    fcn-perception train segmentation --data ../shared/camvid --out runs/fcn8s \
+        --arch fcn8s --backbone resnet18 --epochs 100
+
+Writes ``OUT/config.json``, ``metrics.jsonl``, TensorBoard scalars, ``last.pt`` every
+epoch, ``best.pt`` (best val mean IoU) and, at the end, the deployable
+``OUT/model.safetensors`` with its model card ``OUT/model.json``.  ``--resume``
+continues from ``last.pt`` exactly.  Multi-GPU: ``torchrun --nproc_per_node=N -m
+fcn_perception.training.train_segmentation ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from fcn_perception.models import SEGMENTATION_ARCHS, build_model
+from fcn_perception.models.backbones import BACKBONES
+from fcn_perception.training import engine
+from fcn_perception.training.camvid import CamVid
+from fcn_perception.training.losses import class_frequencies, median_frequency_weights
+from fcn_perception.training.metrics import ConfusionMatrix
+from fcn_perception.training.transforms import SegmentationTransform
+from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
+
+
+class CachedSegmentationSet(Dataset):
+    """A CamVid split held in memory (decoded once), with a per-item transform."""
+
+    def __init__(self, base: CamVid, transform, limit: int | None = None) -> None:
+        n = len(base) if limit is None else min(limit, len(base))
+        self.items = [base.load(i) for i in tqdm(range(n), desc="loading", leave=False)]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.transform(*self.items[i])
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="CamVid folder (SegNet or common layout)")
+    p.add_argument("--train-split", default="train.txt")
+    p.add_argument("--val-split", default="val.txt")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--arch", default="fcn8s", choices=SEGMENTATION_ARCHS)
+    p.add_argument("--backbone", default="resnet18", choices=BACKBONES)
+    p.add_argument("--pretrained", default=None,
+                   help="backbone init: 'imagenet' (download) or a local torchvision weights file")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"))
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--crop", type=int, nargs=2, default=(288, 384), metavar=("H", "W"))
+    p.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.5), metavar=("MIN", "MAX"))
+    p.add_argument("--balance", default="median", choices=("median", "none"),
+                   help="class weighting of the cross-entropy")
+    p.add_argument("--balance-power", type=float, default=1.0,
+                   help="exponent on the median-frequency weights (0.5 softens them)")
+    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="run the network at this size (frames are resized, scores upsampled "
+                        "back); default: native resolution. Recorded in the model card")
+    p.add_argument("--val-every", type=int, default=1)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--limit-val", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-tensorboard", action="store_true")
+
+
+@torch.inference_mode()
+def confusion_on(model: nn.Module, dataset: Dataset, num_classes: int, ignore_index: int,
+                 device: torch.device, input_size=None, desc: str = "val") -> ConfusionMatrix:
+    """Predictions of ``model`` scored at the labels' full resolution.
+
+    With ``input_size`` the normalised frame is resized (bilinear, antialiased) to it and
+    the scores are upsampled bilinearly back, as the Predictor does.
+    """
+    model.eval()
+    conf = ConfusionMatrix(num_classes, ignore_index)
+    for i in tqdm(range(len(dataset)), desc=desc, leave=False):
+        x, y = dataset[i]
+        x = x[None].to(device)
+        if input_size:
+            x = F.interpolate(x, size=tuple(input_size), mode="bilinear", antialias=True)
+        logits = model(x)
+        if logits.shape[-2:] != y.shape:
+            logits = F.interpolate(logits, size=tuple(y.shape), mode="bilinear")
+        conf.update(y.numpy(), logits.argmax(1)[0].cpu().numpy())
+    return conf
+
+
+def train(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dist = engine.distributed(args.device)
+    device = dist.device
+    cuda = device.type == "cuda"
+
+    train_base = CamVid(args.data, args.train_split)
+    val_base = CamVid(args.data, args.val_split)
+    num_classes, ignore = train_base.num_classes, train_base.ignore_index
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    train_set = CachedSegmentationSet(
+        train_base,
+        SegmentationTransform(True, mean, std, tuple(args.crop), tuple(args.scale), ignore),
+        args.limit_train)
+    val_set = CachedSegmentationSet(val_base, SegmentationTransform(False, mean, std),
+                                    args.limit_val)
+
+    arch = {"name": args.arch, "backbone": args.backbone, "num_classes": num_classes}
+    if args.arch == "unet":
+        arch = {"name": "unet", "num_classes": num_classes, "width": 32}
+    engine.seed_epoch(args.seed, -1)  # reproducible initial weights
+    model = build_model(arch, args.pretrained).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    if dist.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if cuda else None)
+
+    if args.balance == "median":
+        freq = class_frequencies((lab for _, lab in train_set.items), num_classes, ignore)
+        weights = median_frequency_weights(freq, args.balance_power)
+    else:
+        weights = torch.ones(num_classes)
+    criterion = nn.CrossEntropyLoss(weight=weights.to(device), ignore_index=ignore)
+
+    steps_per_epoch = max(1, len(train_set) // (args.batch_size * dist.world_size))
+    optimizer = engine.build_optimizer(model.parameters(), args.optimizer, args.lr,
+                                       args.weight_decay)
+    scheduler = engine.poly_lr(optimizer, args.epochs * steps_per_epoch,
+                               warmup_iters=int(args.warmup_epochs * steps_per_epoch))
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    config = {**vars(args), "architecture": arch, "class_weights": weights.tolist(),
+              "mean": mean, "std": std, "world_size": dist.world_size}
+    run = engine.RunDir(args.out, config, dist.is_main, tensorboard=not args.no_tensorboard)
+    ckpt = engine.Checkpointer(args.out, dist.is_main)
+    start, best = 0, -1.0
+    if args.resume:
+        start, best = ckpt.resume(model, optimizer, scheduler, scaler)
+        run.truncate_history(start - 1)
+        print(f"resumed from {Path(args.out) / 'last.pt'} at epoch {start}", file=sys.stderr)
+
+    for epoch in range(start, args.epochs):
+        gen = engine.seed_epoch(args.seed, epoch)
+        sampler = None
+        if dist.world_size > 1:
+            sampler = DistributedSampler(train_set, seed=args.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None,
+                            sampler=sampler, drop_last=True, num_workers=args.workers,
+                            generator=gen, pin_memory=cuda)
+        model.train()
+        t0, total, seen = time.time(), 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist.is_main,
+                   leave=False)
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if cuda:
+                x = x.to(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):
+                loss = criterion(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total += float(loss) * len(x)
+            seen += len(x)
+            bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        row = {"train/loss": total / max(1, seen), "lr": scheduler.get_last_lr()[0],
+               "time/epoch_s": time.time() - t0}
+        is_best = False
+        last = epoch == args.epochs - 1
+        if dist.is_main and ((epoch + 1) % args.val_every == 0 or last):
+            scores = confusion_on(engine.unwrap(model), val_set, num_classes, ignore,
+                                  device, args.input_size).scores(train_base.classes)
+            row.update({f"val/{k}": scores[k] for k in
+                        ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")})
+            is_best = scores["mean_iou"] > best
+            best = max(best, scores["mean_iou"])
+        run.log_epoch(epoch, row)  # before the checkpoint: a resume truncates re-done rows
+        ckpt.save(epoch, model, optimizer, scheduler, scaler, best, is_best)
+        if dist.is_main:
+            msg = " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float))
+            tqdm.write(f"epoch {epoch + 1}/{args.epochs} {msg}")
+
+    summary = {}
+    if dist.is_main:
+        summary = export_best(args.out, arch, train_base.classes, val_set, num_classes, ignore,
+                              device, config)
+        run.write_summary(summary)
+    run.close()
+    return summary
+
+
+def export_best(run_dir, arch: dict, classes, val_set, num_classes: int, ignore: int,
+                device, config: dict) -> dict:
+    """Write ``model.safetensors`` (fp16) + card from ``best.pt``, scored on val in fp16."""
+    from fcn_perception.training.camvid import PALETTE
+
+    run_dir = Path(run_dir)
+    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    weights = run_dir / "model.safetensors"
+    save_state_dict(state["model"], weights, half=True)
+    model = build_model(arch).to(device)
+    from fcn_perception.weights_io import load_weights_into
+
+    load_weights_into(model, weights)
+    size = config.get("input_size")
+    scores = confusion_on(model, val_set, num_classes, ignore, device, size, "val (fp16 export)")
+    metrics = scores.scores(classes)
+    card = {
+        "task": "segmentation",
+        "architecture": arch,
+        "classes": list(classes),
+        "palette": [list(c) for c in PALETTE[:num_classes]],
+        "ignore_index": ignore,
+        "input": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                  "size": list(size) if size else None},
+        "training": {k: config[k] for k in (
+            "data", "train_split", "val_split", "epochs", "batch_size", "optimizer", "lr",
+            "weight_decay", "crop", "scale", "balance", "balance_power", "pretrained", "seed",
+            "input_size")},
+        "selected_epoch": int(state["epoch"]) + 1,
+        "metrics": {"val": metrics},
+    }
+    write_card(card, weights)
+    np.save(run_dir / "val_confusion.npy", scores.matrix)
+    return {"best_epoch": int(state["epoch"]) + 1, "val": metrics}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_train_args(parser)
+    args = parser.parse_args(argv)
+    summary = train(args)
+    if summary:
+        print(json.dumps({k: summary["val"][k] for k in
+                          ("pixel_accuracy", "mean_iou")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def train_cli(args: argparse.Namespace) -> int:
+    """Entry for ``fcn-perception train segmentation``."""
+    train(args)
+    return 0
