@@ -9,7 +9,8 @@
 #                                                   sys.prefix/lib on LD_LIBRARY_PATH)
 #   $VENV/lib/pythonX.Y/site-packages/vision_msgs  (the Python package)
 #   $VENV/share/vision_msgs, $VENV/include/vision_msgs, $VENV/share/ament_index/...
-# Skipped when another vision_msgs is importable (apt ROS 2 sourced, say).
+# Skipped when another vision_msgs is importable (apt ROS 2 sourced, say); then it sets
+# VISION_MSGS_EXTERNAL=1.
 
 build_vision_msgs() {
   local src="$ROOT/interfaces/vision_msgs"
@@ -21,6 +22,7 @@ build_vision_msgs() {
       "$venv_real"/* | "$VENV"/*) ;;
       *)
         log "vision_msgs: using the one already importable at ${where%/msg/*} (not building interfaces/vision_msgs)"
+        VISION_MSGS_EXTERNAL=1  # setup.sh then stamps nothing: checked again next time
         return 0
         ;;
     esac

@@ -142,12 +142,14 @@ fi
 if ! _stamp_ok vision_msgs "$H_MSGS"; then
   # shellcheck source=scripts/_build_vision_msgs.sh
   source "$ROOT/scripts/_build_vision_msgs.sh"
+  VISION_MSGS_EXTERNAL=0
   build_vision_msgs
-  _stamp_set vision_msgs "$H_MSGS"
+  [[ "$VISION_MSGS_EXTERNAL" == 1 ]] || _stamp_set vision_msgs "$H_MSGS"
 fi
 
 # ---------------------------------------------------------------- check + stamp
 "$PY" -c 'import rclpy, sensor_msgs.msg, vision_msgs.msg, fcn_perception' \
   || die "the environment does not import rclpy, sensor_msgs, vision_msgs and fcn_perception"
-_stamp_set all "$H_ALL"
+# With an external vision_msgs nothing is stamped: it may not be there next time.
+if _stamp_ok vision_msgs "$H_MSGS"; then _stamp_set all "$H_ALL"; fi
 log "done in $((SECONDS - START)) s; activate with: source ${VENV/#$PWD\//}/bin/activate"
