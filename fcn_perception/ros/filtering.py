@@ -1,0 +1,56 @@
+"""The detection node's runtime filters on a DetectionResult (no ROS, numpy only).
+
+The predictor already applies the model's own per-class NMS (the card's
+``architecture.nms_thresh``, 0.3 by default) and, when given, ``score_threshold`` and
+``max_detections``.  These filters let the node's parameters change at runtime on any
+backend (a TensorRT engine's NMS is baked in): an NMS threshold below the model's
+suppresses more; one at or above it changes nothing (suppressed boxes are gone).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
+                  iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy per-class NMS, in descending score order."""
+    if len(scores) == 0:
+        return np.zeros(0, np.int64)
+    boxes = np.asarray(boxes, np.float64)
+    # offset each class far apart so one pass never suppresses across classes
+    offset = (boxes.max() + 1.0) * np.asarray(class_ids, np.float64)[:, None]
+    b = boxes + offset
+    x1, y1, x2, y2 = b.T
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, np.int64)
+
+
+def filter_detections(boxes, scores, class_ids, *, score_threshold: float = 0.0,
+                      allowed: np.ndarray | None = None, nms_threshold: float | None = None,
+                      max_detections: int | None = None):
+    """``(boxes, scores, class_ids)`` kept by score, class whitelist (``allowed`` ids or
+    None for all), an extra NMS (skipped when ``nms_threshold`` is None) and the count
+    limit, sorted by descending score."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    class_ids = np.asarray(class_ids, np.int64).reshape(-1)
+    keep = scores >= score_threshold
+    if allowed is not None:
+        keep &= np.isin(class_ids, allowed)
+    idx = np.flatnonzero(keep)
+    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    if nms_threshold is not None and idx.size > 1:
+        idx = idx[nms_per_class(boxes[idx], scores[idx], class_ids[idx], nms_threshold)]
+    if max_detections is not None:
+        idx = idx[:max_detections]
+    return boxes[idx], scores[idx], class_ids[idx]

@@ -1,0 +1,230 @@
+"""The nodes' parameters: names, defaults, ranges, descriptions and validation.
+
+Plain data so that the launch-file test, the README table and the nodes read the same
+specs.  :func:`descriptor` (which imports ``rcl_interfaces``) turns a spec into a
+``ParameterDescriptor`` with its range.
+
+Parameters marked ``runtime`` take effect on the next frame when set with
+``ros2 param set``; the others are read when the node is configured (weights, backend,
+device, precision) or activated (input transport and QoS): cycle the lifecycle
+(deactivate/cleanup/configure/activate) to apply a change.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+TASKS = ("segmentation", "detection")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    pattern: str | None = None  # regular expression a string value must match
+    runtime: bool = False
+
+    @property
+    def kind(self) -> str:
+        """``bool``, ``int``, ``float``, ``string`` or ``string_array``."""
+        d = self.default
+        if isinstance(d, bool):
+            return "bool"
+        if isinstance(d, int):
+            return "int"
+        if isinstance(d, float):
+            return "float"
+        if isinstance(d, str):
+            return "string"
+        return "string_array"
+
+    def range_text(self) -> str:
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.minimum is not None or self.maximum is not None:
+            return f"[{self.minimum}, {self.maximum}]"
+        if self.pattern:
+            return self.pattern
+        return ""
+
+    def validate(self, value: Any) -> str | None:
+        """``None`` when ``value`` is acceptable, else the reason it is not."""
+        kind = self.kind
+        ok_type = {
+            "bool": lambda v: isinstance(v, bool),
+            "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+            "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            "string": lambda v: isinstance(v, str),
+            "string_array": lambda v: isinstance(v, (list, tuple))
+            and all(isinstance(x, str) for x in v),
+        }[kind]
+        if not ok_type(value):
+            return f"{self.name} must be a {kind}, got {value!r}"
+        if kind in ("int", "float"):
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{self.name} must be finite, got {value!r}"
+            if self.minimum is not None and value < self.minimum:
+                return f"{self.name}={value} is below the minimum {self.minimum}"
+            if self.maximum is not None and value > self.maximum:
+                return f"{self.name}={value} is above the maximum {self.maximum}"
+        if kind == "string":
+            if self.choices and value not in self.choices:
+                return f"{self.name}={value!r} is not one of {', '.join(self.choices)}"
+            if self.pattern and not re.fullmatch(self.pattern, value):
+                return f"{self.name}={value!r} does not match {self.pattern}"
+        return None
+
+    def prefixed(self, prefix: str) -> ParamSpec:
+        return replace(self, name=f"{prefix}.{self.name}") if prefix else self
+
+
+NODE_PARAMS = (
+    ParamSpec("autostart", True, "configure and activate when the node starts (false: wait "
+              "for lifecycle transitions)"),
+    ParamSpec("input_transport", "raw", "raw: subscribe to `image` (sensor_msgs/Image); "
+              "compressed: to `image/compressed` (sensor_msgs/CompressedImage, JPEG/PNG)",
+              choices=("raw", "compressed")),
+    ParamSpec("qos_reliability", "best_effort", "input subscription reliability: best_effort "
+              "(sensor-data QoS; matches every publisher) or reliable (only reliable "
+              "publishers)", choices=("best_effort", "reliable")),
+    ParamSpec("qos_depth", 5, "input subscription history depth", minimum=1, maximum=100),
+    ParamSpec("no_frame_warning_s", 5.0, "warn once when no frame has arrived this many "
+              "seconds after activation (0: never)", minimum=0.0, maximum=3600.0),
+)
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "torch-cpu", "torch-cuda",
+            "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
+DEVICES = ("auto", "cpu", "cuda")
+
+PREDICTOR_PARAMS = (
+    ParamSpec("weights", "", "model file: .safetensors/.pt (model card beside it), .onnx or "
+              "a TensorRT .engine; empty: the packaged default"),
+    ParamSpec("backend", "auto", "inference backend; auto: the first that starts of "
+              "tensorrt, onnxruntime-cuda, torch-cuda, onnxruntime-cpu, torch-cpu",
+              choices=BACKENDS),
+    ParamSpec("device", "auto", "cpu or cuda narrows the backend choice (cuda:N: use "
+              "CUDA_VISIBLE_DEVICES)", choices=DEVICES),
+    ParamSpec("precision", "auto", "auto: the backend's default (fp16 on TensorRT and torch "
+              "CUDA, fp32 elsewhere); int8 needs TensorRT", choices=("auto", "fp32", "fp16", "int8")),
+)
+
+
+def backend_candidates(backend: str, device: str) -> list[str]:
+    """Backend names to try in order for the ``backend`` and ``device`` parameters.
+
+    Raises ValueError when the two contradict each other (``tensorrt`` on ``cpu``)."""
+    if device == "auto":
+        return [backend]
+    if backend == "auto":
+        return (["tensorrt", "onnxruntime-cuda", "torch-cuda"] if device == "cuda"
+                else ["onnxruntime-cpu", "torch-cpu"])
+    if backend in ("torch", "onnxruntime"):
+        return [f"{backend}-{device}"]
+    runs_on = "cuda" if backend in ("tensorrt", "onnxruntime-tensorrt") else backend.rsplit("-", 1)[1]
+    if runs_on != device:
+        raise ValueError(f"backend {backend} runs on {runs_on}, not on device {device}")
+    return [backend]
+
+
+TASK_PARAMS = {
+    "segmentation": (
+        ParamSpec("overlay_alpha", 0.5, "weight of the class colours in segmentation/overlay",
+                  minimum=0.0, maximum=1.0, runtime=True),
+    ),
+    "detection": (
+        ParamSpec("score_threshold", 0.5, "detections scoring below are not published",
+                  minimum=0.0, maximum=1.0, runtime=True),
+        ParamSpec("nms_threshold", 0.3, "per-class non-maximum suppression IoU threshold",
+                  minimum=0.0, maximum=1.0, runtime=True),
+        ParamSpec("max_detections", 100, "most detections published per frame",
+                  minimum=1, maximum=1000, runtime=True),
+        ParamSpec("classes", [], "class names to publish (empty: all); names from the model "
+                  "card", runtime=True),
+    ),
+}
+
+
+def task_specs(task: str, prefix: str = "") -> list[ParamSpec]:
+    """The predictor and task parameters of ``task``, optionally under ``prefix.``."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    return [s.prefixed(prefix) for s in (*PREDICTOR_PARAMS, *TASK_PARAMS[task])]
+
+
+def node_specs(tasks: tuple[str, ...]) -> list[ParamSpec]:
+    """Every parameter a node serving ``tasks`` declares.  With one task the task's
+    parameters are unprefixed (``weights``); with several each is under its task name
+    (``segmentation.weights``, ``detection.score_threshold``)."""
+    specs = list(NODE_PARAMS)
+    for task in tasks:
+        specs += task_specs(task, prefix=task if len(tasks) > 1 else "")
+    return specs
+
+
+NODES = {
+    "segmentation_node": ("segmentation",),
+    "detection_node": ("detection",),
+    "perception_node": ("segmentation", "detection"),
+}
+
+
+def declared_names(executable: str) -> set[str]:
+    """Parameter names the node started by console command ``executable`` declares."""
+    return {s.name for s in node_specs(NODES[executable])}
+
+
+def validate_classes(names, known: list[str]) -> str | None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        return f"classes {unknown} are not in the model's classes {known}"
+    return None
+
+
+def descriptor(spec: ParamSpec):
+    """A ``rcl_interfaces/ParameterDescriptor`` for ``spec`` (type, range, description)."""
+    from rcl_interfaces.msg import (
+        FloatingPointRange,
+        IntegerRange,
+        ParameterDescriptor,
+        ParameterType,
+    )
+
+    types = {
+        "bool": ParameterType.PARAMETER_BOOL,
+        "int": ParameterType.PARAMETER_INTEGER,
+        "float": ParameterType.PARAMETER_DOUBLE,
+        "string": ParameterType.PARAMETER_STRING,
+        "string_array": ParameterType.PARAMETER_STRING_ARRAY,
+    }
+    text = spec.description
+    if spec.range_text() and spec.kind == "string":
+        text += f" [{spec.range_text()}]"
+    text += " (runtime)" if spec.runtime else " (applied at configure/activate)"
+    desc = ParameterDescriptor(name=spec.name, type=types[spec.kind], description=text)
+    if spec.kind == "float" and (spec.minimum is not None or spec.maximum is not None):
+        desc.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.minimum), to_value=float(spec.maximum), step=0.0)]
+    elif spec.kind == "int" and (spec.minimum is not None or spec.maximum is not None):
+        desc.integer_range = [IntegerRange(
+            from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)]
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    return desc
+
+
+def markdown_table(specs: list[ParamSpec]) -> str:
+    """The README's parameter table."""
+    rows = ["| parameter | type | default | range | when | description |",
+            "|---|---|---|---|---|---|"]
+    for s in specs:
+        default = repr(s.default) if isinstance(s.default, str) else str(s.default).lower() \
+            if isinstance(s.default, bool) else str(s.default)
+        rows.append(f"| `{s.name}` | {s.kind} | `{default}` | {s.range_text()} | "
+                    f"{'runtime' if s.runtime else 'configure/activate'} | {s.description} |")
+    return "\n".join(rows)

@@ -1,0 +1,88 @@
+"""Frame counters, rate and latency percentiles for a node's diagnostics (no ROS)."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+
+class LatencyWindow:
+    """The last ``size`` latencies (ms) and the times they were recorded."""
+
+    def __init__(self, size: int = 300) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+        self._times: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, ms: float, now: float | None = None) -> None:
+        with self._lock:
+            self._values.append(float(ms))
+            self._times.append(time.monotonic() if now is None else now)
+
+    def percentiles(self, *qs: float) -> list[float]:
+        """Percentiles of the window (NaN while empty)."""
+        with self._lock:
+            values = np.fromiter(self._values, np.float64, len(self._values))
+        if values.size == 0:
+            return [float("nan")] * len(qs)
+        return [float(v) for v in np.percentile(values, qs)]
+
+    def rate(self, horizon_s: float = 5.0, now: float | None = None) -> float:
+        """Events per second over the last ``horizon_s`` seconds (0 with fewer than two)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = [t for t in self._times if now - t <= horizon_s]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class FrameStats:
+    """What happened to the frames a node received.
+
+    ``received`` = ``processed + dropped + rejected + skipped + waiting/in flight``:
+    *dropped* frames were replaced by a newer one before the worker took them,
+    *rejected* ones could not be decoded, *skipped* ones had nobody subscribed to any
+    output.  ``latency`` is receipt to last publish (ms); ``inference`` is the time
+    spent in each predictor.
+    """
+
+    COUNTERS = ("received", "processed", "dropped", "rejected", "skipped", "failed")
+
+    def __init__(self, window: int = 300) -> None:
+        self._lock = threading.Lock()
+        self.counts = dict.fromkeys(self.COUNTERS, 0)
+        self.latency = LatencyWindow(window)
+        self.inference: dict[str, LatencyWindow] = {}
+        self._window = window
+        self.last_received: float | None = None
+        self.last_error: str = ""
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
+            if name == "received":
+                self.last_received = time.monotonic()
+
+    def add_inference(self, task: str, ms: float) -> None:
+        window = self.inference.get(task)
+        if window is None:
+            window = self.inference.setdefault(task, LatencyWindow(self._window))
+        window.add(ms)
+
+    def snapshot(self) -> dict:
+        """Counters, fps and latency p50/p95 (ms) as a flat dict."""
+        with self._lock:
+            out: dict = dict(self.counts)
+        out["fps"] = self.latency.rate()
+        out["latency_p50_ms"], out["latency_p95_ms"] = self.latency.percentiles(50, 95)
+        for task, window in self.inference.items():
+            out[f"{task}_inference_p50_ms"], out[f"{task}_inference_p95_ms"] = (
+                window.percentiles(50, 95)
+            )
+        return out

@@ -1,0 +1,738 @@
+"""The ROS 2 nodes with real rclpy: in-process and as separate processes.
+
+Models are random-initialised and small (a U-Net and a slim R-FCN whose cards ask for a
+90x120 network input), so outputs are meaningless but every path runs quickly on two
+cores; outputs are still at the input resolution (real CamVid frames, 360x480).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from fcn_perception.ros import nodes, qos  # noqa: E402
+from fcn_perception.ros.image_conversion import encode, encode_compressed  # noqa: E402
+
+CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
+           "Car", "Pedestrian", "Bicyclist"]
+PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
+           [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0],
+           [0, 128, 192]]
+DET_CLASSES = ["Car", "Pedestrian", "Bicyclist"]
+VENV_BIN = Path(sys.executable).parent
+WAIT = 60.0  # generous: the test machine may be busy
+
+
+# ----------------------------------------------------------------------------- models
+def _card_input(size):
+    from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD
+
+    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "size": size}
+
+
+def make_weights(folder: Path, task: str, size=(90, 120), arch: dict | None = None) -> Path:
+    """Random-initialised weights + model card for ``task`` in ``folder``."""
+    import torch
+
+    from fcn_perception.models import build_model
+    from fcn_perception.weights_io import save_state_dict, write_card
+
+    torch.manual_seed(0)
+    if task == "segmentation":
+        arch = arch or {"name": "unet", "num_classes": len(CLASSES), "width": 4, "depth": 2}
+        card = {"task": task, "architecture": arch, "classes": CLASSES, "palette": PALETTE,
+                "ignore_index": 11, "input": _card_input(size)}
+    else:
+        from fcn_perception.models.rfcn import architecture
+
+        arch = arch or architecture(backbone="resnet18", num_classes=len(DET_CLASSES),
+                                    feature_channels=32, head_channels=32, score_thresh=0.0)
+        card = {"task": task, "architecture": arch, "classes": DET_CLASSES,
+                "input": _card_input(size)}
+    path = folder / f"{task}_{arch['name']}.safetensors"
+    save_state_dict(build_model(arch).state_dict(), path)
+    write_card(card, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("weights")
+    return {task: make_weights(folder, task) for task in ("segmentation", "detection")}
+
+
+@pytest.fixture(scope="module")
+def frames(camvid_dir: Path) -> list[np.ndarray]:
+    paths = sorted((camvid_dir / "val").glob("*.png"))[:3]
+    return [np.asarray(PILImage.open(p).convert("RGB")) for p in paths]
+
+
+def seg_params(weights, **extra) -> dict:
+    return {"weights": str(weights["segmentation"]), "backend": "torch-cpu", **extra}
+
+
+def det_params(weights, **extra) -> dict:
+    return {"weights": str(weights["detection"]), "backend": "torch-cpu", **extra}
+
+
+# ----------------------------------------------------------------------------- messages
+def image_msg(rgb: np.ndarray, encoding: str, stamp: int, frame_id: str = "camera",
+              pad: int = 0, bigendian: bool = False) -> Image:
+    h, w, step, data = encode(rgb, encoding, is_bigendian=bigendian, pad=pad)
+    msg = Image(height=h, width=w, step=step, encoding=encoding, is_bigendian=int(bigendian))
+    msg.data = data
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp, 1000 * stamp
+    return msg
+
+
+def compressed_msg(rgb: np.ndarray, fmt: str, stamp: int, frame_id: str = "camera",
+                   data: bytes | None = None) -> CompressedImage:
+    msg = CompressedImage(format=fmt)
+    msg.data = encode_compressed(rgb, fmt) if data is None else data
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp, 1000 * stamp
+    return msg
+
+
+def as_array(msg: Image) -> np.ndarray:
+    channels = {"mono8": 1, "rgb8": 3}[msg.encoding]
+    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
+    return rows[:, : msg.width * channels].reshape(msg.height, msg.width, channels).squeeze(2) \
+        if channels == 1 else rows[:, : msg.width * 3].reshape(msg.height, msg.width, 3)
+
+
+# ----------------------------------------------------------------------------- harness
+class Harness:
+    """A client node spun with the node(s) under test in a background executor."""
+
+    def __init__(self, context, namespace: str = "/") -> None:
+        self.context = context
+        self.client = rclpy.create_node("test_client", namespace=namespace, context=context)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        self.executor.add_node(self.client)
+        self.nodes: list = []
+        self.received: dict[str, list] = {}
+        self.cond = threading.Condition()
+        self.subs: dict[str, object] = {}
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def add(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def subscribe(self, topic: str, msg_type, profile=None) -> None:
+        def callback(msg, topic=topic):
+            with self.cond:
+                self.received.setdefault(topic, []).append(msg)
+                self.cond.notify_all()
+
+        self.subs[topic] = self.client.create_subscription(
+            msg_type, topic, callback, profile or QoSProfile(depth=50))
+
+    def unsubscribe(self, topic: str) -> None:
+        self.client.destroy_subscription(self.subs.pop(topic))
+
+    def publisher(self, topic: str, msg_type, profile=None):
+        return self.client.create_publisher(msg_type, topic, profile or QoSProfile(depth=10))
+
+    def wait(self, predicate, timeout: float = WAIT, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+                self.cond.wait(min(left, 0.1))
+
+    def message_with_stamp(self, topic: str, stamp: int, timeout: float = WAIT):
+        def find():
+            for m in self.received.get(topic, []):
+                if m.header.stamp.sec == stamp:
+                    return m
+            return None
+        return self.wait(find, timeout, f"{topic} with stamp {stamp}")
+
+    def wait_matched(self, pub, count: int = 1) -> None:
+        self.wait(lambda: pub.get_subscription_count() >= count, what="the node's subscription")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+        self.executor.shutdown(timeout_sec=5)
+        self.thread.join(10)
+        for node in self.nodes:
+            node.destroy_node()
+        self.client.destroy_node()
+
+
+@pytest.fixture
+def harness(rclpy_context):
+    h = Harness(rclpy_context)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def make_node(cls, harness, params: dict, cli_args: list[str] | None = None, **kwargs):
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    node = cls(context=harness.context, parameter_overrides=overrides, cli_args=cli_args,
+               **kwargs)
+    return harness.add(node)
+
+
+def wait_outputs_matched(harness, node, keys=None) -> None:
+    for head in node.heads:
+        for key, pub in head.pubs.items():
+            if keys is None or key in keys:
+                harness.wait(lambda pub=pub: pub.get_subscription_count() > 0,
+                             what=f"a subscriber on {pub.topic_name}")
+
+
+def header_of(msg) -> tuple:
+    return (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
+
+
+SEG_TOPICS = {"segmentation/labels": "mono8", "segmentation/color": "rgb8",
+              "segmentation/overlay": "rgb8"}
+
+
+# ============================================================================ in-process
+def test_segmentation_every_encoding(harness, weights, frames):
+    node = make_node(nodes.SegmentationNode, harness, seg_params(weights))
+    assert node._state_machine.current_state[1] == "active"  # autostart
+    for topic in SEG_TOPICS:
+        harness.subscribe(topic, Image)
+    pub = harness.publisher("image", Image)
+    harness.wait_matched(pub)
+    wait_outputs_matched(harness, node)
+
+    cases = [("rgb8", 0, False), ("bgr8", 0, False), ("rgba8", 0, False), ("bgra8", 0, False),
+             ("rgb8", 16, False), ("bgr8", 5, False), ("rgb16", 0, True), ("mono8", 3, False)]
+    labels_by_case = {}
+    stamp = 100
+    for frame_index, frame in enumerate(frames[:2]):
+        for encoding, pad, bigendian in cases:
+            stamp += 1
+            msg = image_msg(frame, encoding, stamp, f"cam_{encoding}", pad, bigendian)
+            pub.publish(msg)
+            for topic, want_encoding in SEG_TOPICS.items():
+                out = harness.message_with_stamp(topic, stamp)
+                assert header_of(out) == header_of(msg), topic
+                assert (out.height, out.width) == frame.shape[:2], topic
+                assert out.encoding == want_encoding and out.is_bigendian == 0
+                assert out.step == out.width * (1 if want_encoding == "mono8" else 3)
+            labels = as_array(harness.message_with_stamp("segmentation/labels", stamp))
+            assert labels.max() < len(CLASSES)
+            labels_by_case[(frame_index, encoding, pad)] = labels
+            colour = as_array(harness.message_with_stamp("segmentation/color", stamp))
+            np.testing.assert_array_equal(colour, np.asarray(PALETTE, np.uint8)[labels])
+    # the four 8-bit colour layouts decode to the same pixels, hence the same labels
+    for frame_index in range(2):
+        ref = labels_by_case[(frame_index, "rgb8", 0)]
+        for encoding, pad in (("bgr8", 0), ("rgba8", 0), ("bgra8", 0), ("rgb8", 16), ("bgr8", 5)):
+            np.testing.assert_array_equal(labels_by_case[(frame_index, encoding, pad)], ref)
+    assert node.stats.counts["rejected"] == 0
+
+
+def test_compressed_input_and_corrupt_jpeg(harness, weights, frames):
+    node = make_node(nodes.SegmentationNode, harness,
+                     seg_params(weights, input_transport="compressed"))
+    harness.subscribe("segmentation/labels", Image)
+    pub = harness.publisher("image/compressed", CompressedImage)
+    harness.wait_matched(pub)
+    wait_outputs_matched(harness, node, keys=["labels"])
+    frame = frames[0]
+    good = encode_compressed(frame, "jpeg")
+    bad = [good[: len(good) // 4], good[:2] + bytes(300) + good[302:], b"not an image", b""]
+    for i, data in enumerate(bad):
+        pub.publish(compressed_msg(frame, "jpeg", 10 + i, data=data))
+        harness.wait(lambda i=i: node.stats.counts["rejected"] > i, what=f"rejection {i}")
+    for stamp, fmt in ((20, "jpeg"), (21, "png"), (22, "bgr8; jpeg compressed bgr8")):
+        msg = compressed_msg(frame, fmt, stamp)
+        pub.publish(msg)
+        out = harness.message_with_stamp("segmentation/labels", stamp)
+        assert header_of(out) == header_of(msg)
+        assert (out.height, out.width, out.encoding) == (360, 480, "mono8")
+    assert node.stats.counts["rejected"] == len(bad)
+    assert not any(m.header.stamp.sec < 20 for m in harness.received["segmentation/labels"])
+
+
+def test_bad_raw_messages_are_counted_and_skipped(harness, weights, frames):
+    node = make_node(nodes.SegmentationNode, harness, seg_params(weights))
+    harness.subscribe("segmentation/labels", Image)
+    harness.subscribe("/diagnostics", DiagnosticArray)
+    pub = harness.publisher("image", Image)
+    harness.wait_matched(pub)
+    wait_outputs_matched(harness, node, keys=["labels"])
+    small = frames[0][:48, :64]
+    bad = []
+    m = image_msg(small, "rgb8", 1)
+    m.encoding = "yuv422"
+    bad.append(m)
+    m = image_msg(small, "rgb8", 2)
+    m.data = bytes(m.data)[:-10]  # shorter than step x height
+    bad.append(m)
+    bad.append(Image(encoding="rgb8"))  # zero-sized
+    m = image_msg(small, "bgr8", 4)
+    m.step = 10  # shorter than a row
+    bad.append(m)
+    for i, msg in enumerate(bad):
+        pub.publish(msg)
+        harness.wait(lambda i=i: node.stats.counts["rejected"] > i, what=f"rejection {i}")
+    good = image_msg(small, "bgr8", 50)
+    pub.publish(good)
+    out = harness.message_with_stamp("segmentation/labels", 50)
+    assert header_of(out) == header_of(good) and (out.height, out.width) == (48, 64)
+
+    def rejected_in_diagnostics():
+        for arr in reversed(harness.received.get("/diagnostics", [])):
+            for status in arr.status:
+                if status.name == "segmentation_node: segmentation":
+                    values = {kv.key: kv.value for kv in status.values}
+                    if values["frames_rejected"] == str(len(bad)):
+                        return values
+        return None
+
+    values = harness.wait(rejected_in_diagnostics, what="frames_rejected in /diagnostics")
+    assert values["backend"] == "torch-cpu" and values["device"] == "cpu"
+    assert "/image" in values["input"] and "best_effort" in values["input"]
+    assert "shorter than one row" in values["last_error"]
+    for key in ("fps", "latency_p50_ms", "latency_p95_ms", "frames_dropped", "frames_received"):
+        assert key in values
+
+
+def test_outputs_computed_only_while_subscribed(harness, weights, frames, monkeypatch):
+    calls = {"predict": 0, "colorize": 0}
+    real_colorize = nodes.drawing.colorize
+
+    def counting_colorize(*a, **k):
+        calls["colorize"] += 1
+        return real_colorize(*a, **k)
+
+    monkeypatch.setattr(nodes.drawing, "colorize", counting_colorize)
+
+    def factory(task, **kwargs):
+        predictor = nodes._default_predictor_factory(task, **kwargs)
+        real_call = predictor.__call__
+
+        class Counting:
+            def __getattr__(self, name):
+                return getattr(predictor, name)
+
+            def __setattr__(self, name, value):
+                setattr(predictor, name, value)
+
+            def __call__(self, rgb):
+                calls["predict"] += 1
+                return real_call(rgb)
+
+        return Counting()
+
+    node = make_node(nodes.SegmentationNode, harness, seg_params(weights),
+                     predictor_factory=factory)
+    warm = calls["predict"]
+    pub = harness.publisher("image", Image)
+    harness.wait_matched(pub)
+    small = frames[0][:48, :64]
+    pub.publish(image_msg(small, "rgb8", 1))
+    harness.wait(lambda: node.stats.counts["skipped"] >= 1, what="a skipped frame")
+    assert calls["predict"] == warm and calls["colorize"] == 0
+    harness.subscribe("segmentation/labels", Image)
+    wait_outputs_matched(harness, node, keys=["labels"])
+    pub.publish(image_msg(small, "rgb8", 2))
+    harness.message_with_stamp("segmentation/labels", 2)
+    assert calls["predict"] == warm + 1 and calls["colorize"] == 0  # colour: nobody listens
+
+
+def test_label_info_is_latched(harness, weights):
+    from vision_msgs.msg import LabelInfo
+
+    make_node(nodes.SegmentationNode, harness, seg_params(weights))
+    harness.subscribe("label_info", LabelInfo, qos.latched_qos())  # joins late
+    info = harness.wait(lambda: harness.received.get("label_info"), what="label_info")[0]
+    assert [(c.class_id, c.class_name) for c in info.class_map] == list(enumerate(CLASSES))
+
+
+def test_runtime_parameters_and_rejection(harness, weights, frames):
+    node = make_node(nodes.SegmentationNode, harness, seg_params(weights))
+    for name, value, reason in (("overlay_alpha", 1.5, "out of range Min: 0.0, Max: 1.0"),
+                                ("overlay_alpha", "half", "Wrong parameter type"),
+                                ("backend", "tensorflow", "backend='tensorflow' is not one of"),
+                                ("qos_depth", 0, "out of range"),
+                                ("input_transport", "theora", "is not one of raw, compressed")):
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and reason in result.reason, (name, result.reason)
+    assert node.get_parameter("overlay_alpha").value == 0.5
+
+    harness.subscribe("segmentation/overlay", Image)
+    harness.subscribe("segmentation/color", Image)
+    pub = harness.publisher("image", Image)
+    harness.wait_matched(pub)
+    wait_outputs_matched(harness, node, keys=["overlay", "color"])
+    small = np.ascontiguousarray(frames[0][:48, :64])
+    for stamp, alpha in ((1, 0.0), (2, 1.0)):
+        assert node.set_parameters([Parameter("overlay_alpha", value=alpha)])[0].successful
+        pub.publish(image_msg(small, "rgb8", stamp))
+        overlay = as_array(harness.message_with_stamp("segmentation/overlay", stamp))
+        colour = as_array(harness.message_with_stamp("segmentation/color", stamp))
+        np.testing.assert_array_equal(overlay, small if alpha == 0.0 else colour)
+
+
+def test_invalid_parameter_at_start_is_rejected(harness, weights):
+    with pytest.raises(InvalidParameterValueException, match="out of range"):
+        nodes.DetectionNode(context=harness.context, parameter_overrides=[
+            Parameter("score_threshold", value=2.0)])
+
+
+def test_unknown_weights_leave_the_node_unconfigured(harness, tmp_path):
+    node = make_node(nodes.SegmentationNode, harness,
+                     {"weights": str(tmp_path / "missing.safetensors"), "backend": "torch-cpu"})
+    assert node._state_machine.current_state[1] == "unconfigured"
+    assert all(head.predictor is None for head in node.heads)
+
+
+def test_lifecycle_transitions(harness, weights, frames):
+    node = make_node(nodes.SegmentationNode, harness, seg_params(weights, autostart=False))
+    assert node._state_machine.current_state[1] == "unconfigured"
+    assert node.count_subscribers("image") == 0 and node.heads[0].predictor is None
+    assert node.trigger_configure() == nodes.TransitionCallbackReturn.SUCCESS
+    assert node.heads[0].predictor is not None and node._sub is None
+    assert node.count_publishers("segmentation/labels") == 0
+    harness.subscribe("segmentation/labels", Image)
+    small = frames[0][:48, :64]
+    pub = harness.publisher("image", Image)
+    for cycle in range(2):
+        assert node.trigger_activate() == nodes.TransitionCallbackReturn.SUCCESS
+        assert node._worker is not None and node.count_subscribers("image") == 1
+        harness.wait_matched(pub)
+        wait_outputs_matched(harness, node, keys=["labels"])
+        pub.publish(image_msg(small, "rgb8", 10 + cycle))
+        harness.message_with_stamp("segmentation/labels", 10 + cycle)
+        worker_thread = node._worker._thread
+        assert node.trigger_deactivate() == nodes.TransitionCallbackReturn.SUCCESS
+        assert node._worker is None and not worker_thread.is_alive()
+        harness.wait(lambda: node.count_subscribers("image") == 0
+                     and node.count_publishers("segmentation/labels") == 0,
+                     what="the subscription and publishers to go")
+    assert node.trigger_cleanup() == nodes.TransitionCallbackReturn.SUCCESS
+    assert node.heads[0].predictor is None
+
+
+@pytest.mark.gpu
+def test_cleanup_frees_gpu_memory(harness, weights):
+    import torch
+
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    node = make_node(nodes.SegmentationNode, harness,
+                     {"weights": str(weights["segmentation"]), "backend": "torch-cuda"})
+    assert torch.cuda.memory_allocated() > before
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() <= before
+
+
+def check_detections(arr, header, shape, classes) -> None:
+    assert header_of(arr) == header
+    h, w = shape
+    for det in arr.detections:
+        assert header_of(det) == header
+        assert len(det.results) == 1
+        hyp = det.results[0].hypothesis
+        assert 0 <= int(hyp.class_id) < len(classes)
+        assert 0.0 <= hyp.score <= 1.0
+        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
+        sx, sy = det.bbox.size_x, det.bbox.size_y
+        assert sx >= 0 and sy >= 0
+        assert -1e-3 <= cx - sx / 2 and cx + sx / 2 <= w + 1e-3
+        assert -1e-3 <= cy - sy / 2 and cy + sy / 2 <= h + 1e-3
+
+
+def test_detection_node(harness, weights, frames):
+    from vision_msgs.msg import Detection2DArray, LabelInfo
+
+    node = make_node(nodes.DetectionNode, harness, det_params(weights, score_threshold=0.0))
+    harness.subscribe("detections", Detection2DArray)
+    harness.subscribe("detections/image", Image)
+    harness.subscribe("label_info", LabelInfo, qos.latched_qos())
+    pub = harness.publisher("image", Image)
+    harness.wait_matched(pub)
+    wait_outputs_matched(harness, node, keys=["detections", "image"])
+    frame = frames[1]
+    msg = image_msg(frame, "bgra8", 7, "front")
+    pub.publish(msg)
+    arr = harness.message_with_stamp("detections", 7)
+    check_detections(arr, header_of(msg), frame.shape[:2], DET_CLASSES)
+    assert 0 < len(arr.detections) <= 100
+    scores = [d.results[0].hypothesis.score for d in arr.detections]
+    assert scores == sorted(scores, reverse=True)
+    drawn = harness.message_with_stamp("detections/image", 7)
+    assert header_of(drawn) == header_of(msg)
+    assert (drawn.height, drawn.width, drawn.encoding) == (360, 480, "rgb8")
+    assert not np.array_equal(as_array(drawn), frame)  # boxes were drawn
+
+    # runtime: class filter, count limit and score threshold
+    result = node.set_parameters([Parameter("classes", value=["Truck"])])[0]
+    assert not result.successful and "not in the model's classes" in result.reason
+    assert node.set_parameters([Parameter("classes", value=["Pedestrian"]),
+                                Parameter("max_detections", value=3)])[0].successful
+    pub.publish(image_msg(frame, "rgb8", 8))
+    arr = harness.message_with_stamp("detections", 8)
+    assert len(arr.detections) <= 3
+    assert {d.results[0].hypothesis.class_id for d in arr.detections} <= {"1"}
+    assert node.set_parameters([Parameter("score_threshold", value=1.0),
+                                Parameter("classes", value=[])])[0].successful
+    pub.publish(image_msg(frame, "rgb8", 9))
+    assert len(harness.message_with_stamp("detections", 9).detections) == 0
+    info = harness.wait(lambda: [i for i in harness.received.get("label_info", [])
+                                 if i.threshold == 1.0], what="label_info with threshold 1")
+    assert [c.class_name for c in info[-1].class_map] == DET_CLASSES
+
+
+def test_perception_node_decodes_once(harness, weights, frames):
+    from vision_msgs.msg import Detection2DArray, LabelInfo
+
+    params = {"segmentation.weights": str(weights["segmentation"]),
+              "segmentation.backend": "torch-cpu",
+              "detection.weights": str(weights["detection"]),
+              "detection.backend": "torch-cpu", "detection.score_threshold": 0.0}
+    node = make_node(nodes.CombinedNode, harness, params,
+                     cli_args=["--ros-args", "-r", "__ns:=/cam1", "-r", "image:=/cam1/raw"])
+    decodes = []
+    real_decode = node._decode
+    node._decode = lambda msg: decodes.append(msg.header.stamp.sec) or real_decode(msg)
+    harness.subscribe("/cam1/segmentation/labels", Image)
+    harness.subscribe("/cam1/detections", Detection2DArray)
+    for ns in ("segmentation", "detections"):
+        harness.subscribe(f"/cam1/{ns}/label_info", LabelInfo, qos.latched_qos())
+    pub = harness.publisher("/cam1/raw", Image, qos_profile_sensor_data)
+    harness.wait_matched(pub)
+    wait_outputs_matched(harness, node, keys=["labels", "detections"])
+    frame = frames[2]
+    for stamp in (1, 2):
+        msg = image_msg(frame, "rgb8", stamp, "cam1_optical")
+        pub.publish(msg)
+        labels = harness.message_with_stamp("/cam1/segmentation/labels", stamp)
+        dets = harness.message_with_stamp("/cam1/detections", stamp)
+        assert header_of(labels) == header_of(dets) == header_of(msg)
+        check_detections(dets, header_of(msg), frame.shape[:2], DET_CLASSES)
+    assert decodes == [1, 2]
+    seg_info = harness.wait(lambda: harness.received.get("/cam1/segmentation/label_info"))
+    det_info = harness.wait(lambda: harness.received.get("/cam1/detections/label_info"))
+    assert len(seg_info[0].class_map) == len(CLASSES)
+    assert len(det_info[0].class_map) == len(DET_CLASSES)
+    assert node.get_parameter("detection.score_threshold").value == 0.0
+
+
+# ============================================================================ processes
+def start_node(executable: str, ros_args: list[str], env_extra: dict | None = None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0",
+               **(env_extra or {}))
+    env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
+    return subprocess.Popen([str(VENV_BIN / executable), "--ros-args", *ros_args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+
+
+class OutputReader:
+    """Collects a process's output lines in a thread."""
+
+    def __init__(self, proc) -> None:
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, text: str, timeout: float = WAIT) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            time.sleep(0.1)
+        raise AssertionError(f"no line with {text!r} in {timeout} s:\n" + "\n".join(self.lines))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def stop(proc, timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+    return proc.returncode
+
+
+def test_invalid_parameter_exits_with_reason(ros_domain):
+    proc = start_node("segmentation_node", ["-p", "overlay_alpha:=3.0"])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert "overlay_alpha" in out and "out of range" in out
+
+
+def test_node_process_namespace_qos_warning_and_outputs(harness, weights, frames, ros_domain):
+    proc = start_node("segmentation_node", [
+        "-r", "__ns:=/cam1", "-p", f"weights:={weights['segmentation']}",
+        "-p", "backend:=torch-cpu", "-p", "qos_reliability:=reliable",
+        "-p", "no_frame_warning_s:=2.0"])
+    reader = OutputReader(proc)
+    try:
+        harness.subscribe("/cam1/segmentation/labels", Image)
+        harness.subscribe("/cam1/segmentation/overlay", Image)
+        best_effort = harness.publisher("/cam1/image", Image, qos_profile_sensor_data)
+        reader.wait_for("listening on /cam1/image", timeout=120)
+        line = reader.wait_for("no frame received on /cam1/image")
+        assert "reliable" in line and "qos_reliability:=best_effort" in line
+        harness.client.destroy_publisher(best_effort)
+        reliable = harness.publisher("/cam1/image", Image, QoSProfile(
+            depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        harness.wait_matched(reliable)
+        frame = frames[0]
+        for stamp in range(1, 200):  # until the output subscriptions are matched
+            msg = image_msg(frame, "rgb8", stamp, "cam1")
+            reliable.publish(msg)
+            with contextlib.suppress(AssertionError):
+                out = harness.message_with_stamp("/cam1/segmentation/labels", stamp, 1.0)
+                assert header_of(out) == header_of(msg)
+                assert (out.height, out.width, out.encoding) == (360, 480, "mono8")
+                harness.message_with_stamp("/cam1/segmentation/overlay", stamp, WAIT)
+                break
+        else:
+            raise AssertionError("no output from the node process:\n" + reader.text)
+    finally:
+        code = stop(proc)
+    assert code == 0, reader.text
+    assert "Traceback" not in reader.text
+
+
+def test_no_publisher_warning_names_the_topic(ros_domain, weights):
+    proc = start_node("segmentation_node", [
+        "-p", f"weights:={weights['segmentation']}", "-p", "backend:=torch-cpu",
+        "-p", "no_frame_warning_s:=1.0", "-r", "image:=/front/image_raw"])
+    reader = OutputReader(proc)
+    try:
+        line = reader.wait_for("no frame received on /front/image_raw", timeout=120)
+        assert "best_effort" in line and "nobody publishes" in line and "image:=" in line
+    finally:
+        stop(proc)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+@pytest.mark.slow
+def test_stream_30hz_for_20s_drops_instead_of_queueing(harness, tmp_path, frames, ros_domain):
+    """The default model size (FCN-8s ResNet-18 at 180x240, the shipped card's input) on
+    360x480 CamVid frames at 30 Hz: the node answers the newest frame, memory stays flat."""
+    from fcn_perception.weights_io import DEFAULT_WEIGHTS
+
+    shipped = DEFAULT_WEIGHTS["segmentation"]
+    if shipped.is_file():
+        weights_path = shipped
+    else:
+        weights_path = make_weights(tmp_path, "segmentation", size=[180, 240], arch={
+            "name": "fcn8s", "backbone": "resnet18", "num_classes": len(CLASSES)})
+    proc = start_node("segmentation_node", ["-p", f"weights:={weights_path}",
+                                            "-p", "backend:=torch-cpu"])
+    reader = OutputReader(proc)
+    try:
+        harness.subscribe("segmentation/labels", Image, QoSProfile(depth=5))
+        harness.subscribe("/diagnostics", DiagnosticArray)
+        pub = harness.publisher("image", Image, qos_profile_sensor_data)
+        reader.wait_for("listening on /image", timeout=120)
+        harness.wait_matched(pub)
+        msgs = [image_msg(f, "rgb8", 0, "camera") for f in frames]
+        # warm up until the first output arrives
+        for stamp in range(1, 10_000):
+            msg = msgs[stamp % len(msgs)]
+            msg.header.stamp.sec = stamp
+            pub.publish(msg)
+            with contextlib.suppress(AssertionError):
+                harness.message_with_stamp("segmentation/labels", stamp, 0.5)
+                break
+        rss, answered_at = [], {}
+        t0 = time.monotonic()
+        period, sent = 1 / 30.0, 0
+        first = 100_000
+        while time.monotonic() - t0 < 20.0:
+            msg = msgs[sent % len(msgs)]
+            msg.header.stamp.sec = first + sent
+            pub.publish(msg)
+            answered_at[first + sent] = time.monotonic()
+            sent += 1
+            if sent % 30 == 0:
+                rss.append(rss_mb(proc.pid))
+            time.sleep(max(0.0, t0 + sent * period - time.monotonic()))
+        stream_end = time.monotonic()
+        time.sleep(2.0)
+        answers = [m for m in harness.received["segmentation/labels"]
+                   if m.header.stamp.sec >= first]
+        last_answer = max(m.header.stamp.sec for m in answers)
+        diag = None
+        for arr in reversed(harness.received.get("/diagnostics", [])):
+            for status in arr.status:
+                if status.name == "segmentation_node: segmentation":
+                    diag = {kv.key: kv.value for kv in status.values}
+                    break
+            if diag:
+                break
+    finally:
+        stop(proc)
+    assert diag is not None, reader.text
+    dropped = int(diag["frames_dropped"])
+    processed = int(diag["frames_processed"])
+    print(f"\nstream: sent {sent} frames at 30 Hz for 20 s; answered {len(answers)}; "
+          f"node: processed {processed}, dropped {dropped}, received {diag['frames_received']}, "
+          f"fps {diag['fps']}, latency p50 {diag['latency_p50_ms']} ms / p95 "
+          f"{diag['latency_p95_ms']} ms, inference p50 {diag['inference_p50_ms']} ms; "
+          f"RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB (min {min(rss):.0f}, max {max(rss):.0f})")
+    assert len(answers) > 10
+    # drops rather than queues: whatever could not be processed was dropped, and the last
+    # answer is for one of the last frames sent (no backlog being worked off)
+    if processed < sent * 0.9:
+        assert dropped > 0
+    assert answered_at[last_answer] > stream_end - 1.5
+    assert float(diag["latency_p95_ms"]) < 3 * float(diag["inference_p95_ms"]) + 250
+    # memory flat: no growth over the last 15 s beyond allocator noise
+    steady = rss[5:]
+    assert max(steady) - steady[0] < 40, rss

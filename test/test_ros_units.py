@@ -1,0 +1,304 @@
+"""ROS-free pieces of the nodes: conversion, drawing, latest-frame slot, stats, params,
+detection filters and message builders (no rclpy.init, no DDS)."""
+from __future__ import annotations
+
+import array
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from fcn_perception.ros import drawing, filtering, params
+from fcn_perception.ros.image_conversion import (
+    ENCODINGS,
+    ConversionError,
+    decode,
+    decode_compressed,
+    encode,
+    encode_compressed,
+)
+from fcn_perception.ros.latest_frame import FrameWorker, LatestFrameSlot
+from fcn_perception.ros.stats import FrameStats, LatencyWindow
+
+COLOUR_ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "8UC3", "rgb16", "bgr16", "rgba16", "bgra16"]
+MONO_ENCODINGS = ["mono8", "8UC1", "mono16"]
+
+
+@pytest.fixture(scope="module")
+def frame(camvid_dir: Path) -> np.ndarray:
+    path = sorted((camvid_dir / "val").glob("*.png"))[0]
+    return np.asarray(PILImage.open(path).convert("RGB"))
+
+
+def grey_of(rgb: np.ndarray) -> np.ndarray:
+    return encode(rgb, "mono8")[3]
+
+
+# ----------------------------------------------------------------------------- decode
+@pytest.mark.parametrize("encoding", COLOUR_ENCODINGS)
+@pytest.mark.parametrize("pad", [0, 7])
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_decode_colour_round_trip(frame, encoding, pad, bigendian):
+    h, w, step, data = encode(frame, encoding, is_bigendian=bigendian, pad=pad)
+    assert step == w * ENCODINGS[encoding][0] * ENCODINGS[encoding][1] + pad
+    rgb = decode(encoding, h, w, step, bigendian, array.array("B", data))
+    assert rgb.shape == frame.shape and rgb.dtype == np.uint8 and rgb.flags.c_contiguous
+    np.testing.assert_array_equal(rgb, frame)
+
+
+@pytest.mark.parametrize("encoding", MONO_ENCODINGS)
+def test_decode_mono_gives_grey_rgb(frame, encoding):
+    h, w, step, data = encode(frame, encoding, pad=3)
+    rgb = decode(encoding, h, w, step, 0, data)
+    assert rgb.shape == (h, w, 3)
+    grey = np.frombuffer(grey_of(frame), np.uint8).reshape(h, w)
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[:, :, c], grey)
+
+
+def test_decode_16bit_honours_byte_order():
+    # one pixel, value 0x1234 per channel: high byte 0x12
+    little = np.array([0x34, 0x12] * 3, np.uint8).tobytes()
+    assert decode("rgb16", 1, 1, 6, False, little).tolist() == [[[0x12] * 3]]
+    assert decode("rgb16", 1, 1, 6, True, little).tolist() == [[[0x34] * 3]]
+
+
+def test_decode_accepts_bytes_memoryview_and_lists():
+    data = bytes(range(12))
+    want = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    for buf in (data, bytearray(data), memoryview(data), list(data), np.frombuffer(data, np.uint8)):
+        np.testing.assert_array_equal(decode("rgb8", 2, 2, 6, 0, buf), want)
+
+
+@pytest.mark.parametrize("fields,reason", [
+    (("yuv422", 2, 2, 4, 0, b"\0" * 8), "unsupported encoding"),
+    (("rgb8", 0, 4, 12, 0, b""), "empty image"),
+    (("rgb8", 4, 0, 0, 0, b""), "empty image"),
+    (("rgb8", 2, 4, 11, 0, b"\0" * 24), "shorter than one row"),
+    (("rgb8", 2, 4, 12, 0, b"\0" * 23), "fewer than step x height"),
+    (("bgra8", 100000, 2, 8, 0, b"\0" * 16), "limit"),
+])
+def test_decode_rejects_bad_fields_with_a_reason(fields, reason):
+    with pytest.raises(ConversionError, match=reason):
+        decode(*fields)
+
+
+# ----------------------------------------------------------------------------- compressed
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "rgb8; jpeg compressed bgr8", "bgr8; png compressed bgr8"])
+def test_decode_compressed(frame, fmt):
+    data = encode_compressed(frame, fmt, quality=95)
+    rgb = decode_compressed(fmt, array.array("B", data))
+    assert rgb.shape == frame.shape and rgb.dtype == np.uint8
+    if "png" in fmt:
+        np.testing.assert_array_equal(rgb, frame)
+    else:
+        assert np.abs(rgb.astype(int) - frame).mean() < 4
+
+
+def test_decode_compressed_grey_png():
+    grey = (np.arange(12 * 16) % 256).astype(np.uint8).reshape(12, 16)
+    import io
+
+    out = io.BytesIO()
+    PILImage.fromarray(grey).save(out, format="PNG")
+    rgb = decode_compressed("png", out.getvalue())
+    np.testing.assert_array_equal(rgb[:, :, 1], grey)
+
+
+@pytest.mark.parametrize("mangle,reason", [
+    (lambda b: b"", "no data"),
+    (lambda b: b[: len(b) // 3], "corrupt JPEG"),
+    (lambda b: b[:2] + bytes(200) + b[202:], "corrupt JPEG"),
+    (lambda b: b"GIF89a" + b[6:], "neither JPEG nor PNG"),
+])
+def test_decode_compressed_rejects_corrupt_data(frame, mangle, reason):
+    data = mangle(encode_compressed(frame[:64, :64], "jpeg"))
+    with pytest.raises(ConversionError, match=reason):
+        decode_compressed("jpeg", data)
+
+
+def test_decode_compressed_rejects_compressed_depth():
+    with pytest.raises(ConversionError, match="compressedDepth"):
+        decode_compressed("16UC1; compressedDepth", b"\x89PNG\r\n\x1a\n" + bytes(20))
+
+
+# ----------------------------------------------------------------------------- drawing
+def test_palette_colorize_and_blend():
+    lut = drawing.palette_lut([[255, 0, 0], [0, 255, 0]], num_classes=4)
+    assert lut.shape == (256, 3) and lut[0].tolist() == [255, 0, 0]
+    assert lut[2].any() and lut[3].any() and not lut[255].any()  # generated, then black
+    labels = np.array([[0, 1], [2, 255]], np.uint8)
+    colour = drawing.colorize(labels, lut)
+    assert colour.shape == (2, 2, 3) and colour[0, 1].tolist() == [0, 255, 0]
+    rgb = np.full((2, 2, 3), 100, np.uint8)
+    assert (drawing.blend(rgb, colour, 0.0) == rgb).all()
+    assert (drawing.blend(rgb, colour, 1.0) == colour).all()
+    half = drawing.blend(rgb, colour, 0.5)
+    assert half[0, 0].tolist() == [178, 50, 50]
+
+
+def test_draw_detections_outlines_boxes():
+    rgb = np.zeros((60, 80, 3), np.uint8)
+    lut = drawing.palette_lut([[255, 0, 0], [0, 255, 0]])
+    out = drawing.draw_detections(rgb, np.array([[10, 20, 50, 55]], np.float32),
+                                  np.array([0.9], np.float32), np.array([1]), ["a", "b"], lut)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert out[40, 10].tolist() == [0, 255, 0]  # left edge
+    assert not rgb.any()  # input untouched
+    empty = drawing.draw_detections(rgb, np.zeros((0, 4)), np.zeros(0), np.zeros(0), [], lut)
+    assert (empty == rgb).all()
+
+
+# ----------------------------------------------------------------------------- latest frame
+def test_slot_keeps_only_the_newest():
+    slot = LatestFrameSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True  # replaced 1: a drop
+    assert slot.take(0) == (True, 2)
+    assert slot.take(0.01) == (False, None)
+    slot.put(3)
+    slot.close()
+    assert slot.take(0) == (False, None)
+
+
+def test_worker_drops_instead_of_queueing_and_survives_errors():
+    seen, errors = [], []
+    gate = threading.Event()
+
+    def process(item):
+        gate.wait(5)
+        if item == "bad":
+            raise ValueError("bad frame")
+        seen.append(item)
+
+    worker = FrameWorker(process, errors.append).start()
+    drops = sum(worker.submit(i) for i in range(1000))  # all while the first is in flight
+    time.sleep(0.05)
+    gate.set()
+    deadline = time.monotonic() + 5
+    while 999 not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen[-1] == 999 and len(seen) <= 2 and drops >= 997
+    worker.submit("bad")
+    worker.submit(1000)
+    time.sleep(0.2)
+    worker.submit(1001)
+    deadline = time.monotonic() + 5
+    while 1001 not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 1001 in seen
+    assert worker.stop()
+
+
+# ----------------------------------------------------------------------------- stats
+def test_latency_window_percentiles_and_rate():
+    win = LatencyWindow(size=100)
+    assert np.isnan(win.percentiles(50)[0]) and win.rate() == 0.0
+    for i in range(200):
+        win.add(float(i), now=100.0 + i * 0.1)
+    p50, p95 = win.percentiles(50, 95)
+    assert 148 <= p50 <= 151 and 193 <= p95 <= 196  # only the last 100 are kept
+    assert win.rate(horizon_s=5.0, now=119.9) == pytest.approx(10.0, rel=0.05)
+
+
+def test_frame_stats_snapshot():
+    stats = FrameStats()
+    for name in ("received", "received", "dropped", "rejected", "processed"):
+        stats.count(name)
+    stats.latency.add(12.0)
+    stats.add_inference("segmentation", 8.0)
+    snap = stats.snapshot()
+    assert snap["received"] == 2 and snap["dropped"] == 1 and snap["rejected"] == 1
+    assert snap["latency_p50_ms"] == 12.0 and snap["segmentation_inference_p95_ms"] == 8.0
+
+
+# ----------------------------------------------------------------------------- params
+def test_param_specs_validate():
+    specs = {s.name: s for s in params.node_specs(("detection",))}
+    assert specs["score_threshold"].validate(0.25) is None
+    assert "above the maximum" in specs["score_threshold"].validate(1.5)
+    assert "must be a float" in specs["score_threshold"].validate("high")
+    seg = {s.name: s for s in params.node_specs(("segmentation",))}
+    assert "must be finite" in seg["overlay_alpha"].validate(float("nan"))
+    assert "below the minimum" in specs["max_detections"].validate(0)
+    assert "not one of" in specs["backend"].validate("tensorflow")
+    assert specs["classes"].validate(["Car"]) is None
+    assert "string_array" in specs["classes"].validate([1])
+    both = {s.name for s in params.node_specs(("segmentation", "detection"))}
+    assert {"segmentation.weights", "detection.score_threshold", "qos_depth"} <= both
+    assert "weights" not in both
+    assert params.declared_names("segmentation_node") >= {"weights", "overlay_alpha", "autostart"}
+
+
+def test_param_descriptors_carry_ranges():
+    specs = {s.name: s for s in params.node_specs(("detection",))}
+    d = params.descriptor(specs["score_threshold"])
+    assert d.floating_point_range[0].from_value == 0.0 and d.floating_point_range[0].to_value == 1.0
+    d = params.descriptor(specs["max_detections"])
+    assert d.integer_range[0].to_value == 1000
+    assert "tensorrt" in params.descriptor(specs["backend"]).additional_constraints
+    table = params.markdown_table(list(specs.values()))
+    assert "| `score_threshold` | float | `0.5` | [0.0, 1.0] | runtime |" in table
+
+
+def test_backend_candidates():
+    assert params.backend_candidates("auto", "auto") == ["auto"]
+    assert params.backend_candidates("auto", "cpu") == ["onnxruntime-cpu", "torch-cpu"]
+    assert params.backend_candidates("torch", "cuda") == ["torch-cuda"]
+    assert params.backend_candidates("torch-cpu", "cpu") == ["torch-cpu"]
+    with pytest.raises(ValueError, match="runs on cuda"):
+        params.backend_candidates("tensorrt", "cpu")
+
+
+# ----------------------------------------------------------------------------- filtering
+def test_filter_detections():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]],
+                     np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.3], np.float32)
+    ids = np.array([0, 0, 1, 0])
+    b, s, c = filtering.filter_detections(boxes, scores, ids, score_threshold=0.5)
+    assert s.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    b, s, c = filtering.filter_detections(boxes, scores, ids, nms_threshold=0.5)
+    assert s.tolist() == pytest.approx([0.9, 0.7, 0.3])  # same-class overlap suppressed only
+    b, s, c = filtering.filter_detections(boxes, scores, ids, allowed=np.array([1]))
+    assert c.tolist() == [1]
+    b, s, c = filtering.filter_detections(boxes, scores, ids, max_detections=2)
+    assert len(s) == 2 and b.shape == (2, 4)
+    b, s, c = filtering.filter_detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0),
+                                          nms_threshold=0.1)
+    assert b.shape == (0, 4)
+
+
+# ----------------------------------------------------------------------------- messages
+def test_message_builders_copy_the_header():
+    pytest.importorskip("sensor_msgs.msg")
+    from std_msgs.msg import Header
+
+    from fcn_perception.ros import messages
+
+    header = Header(frame_id="cam")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    labels = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    msg = messages.labels_msg(header, labels)
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (2, 3, 3, "mono8")
+    assert msg.header == header and msg.header is not header
+    assert bytes(msg.data) == labels.tobytes()
+    rgb = messages.rgb_msg(header, np.zeros((2, 3, 3), np.uint8))
+    assert rgb.step == 9 and rgb.encoding == "rgb8"
+    status = messages.diagnostic_status("n: segmentation", "torch-cpu/cpu", "warn", "m",
+                                        {"fps": 1.234, "frames": 3, "p": float("nan")})
+    assert [(kv.key, kv.value) for kv in status.values] == [("fps", "1.23"), ("frames", "3"),
+                                                            ("p", "nan")]
+    pytest.importorskip("vision_msgs.msg")
+    dets = messages.detections_msg(header, np.array([[10, 20, 30, 60]], np.float32),
+                                   np.array([0.75], np.float32), np.array([2]))
+    d = dets.detections[0]
+    assert (d.bbox.center.position.x, d.bbox.center.position.y) == (20, 40)
+    assert (d.bbox.size_x, d.bbox.size_y) == (20, 40)
+    assert d.results[0].hypothesis.class_id == "2" and d.results[0].hypothesis.score == 0.75
+    assert dets.header == header and d.header == header
+    info = messages.label_info_msg(header, ["a", "b"], 0.5)
+    assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "a"), (1, "b")]
