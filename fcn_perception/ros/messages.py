@@ -30,7 +30,9 @@ def image_msg(header: Header, pixels: np.ndarray, encoding: str) -> Image:
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = int(pixels.strides[0])
-    msg.data = array.array("B", pixels.tobytes())  # the fast path of the generated setter
+    data = array.array("B")
+    data.frombytes(pixels.data)  # one copy; array.array is the setter's fast path
+    msg.data = data
     return msg
 
 

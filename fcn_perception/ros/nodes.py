@@ -291,6 +291,7 @@ class PerceptionNode(LifecycleNode):
         self._diag_timer = None
         self._no_frame_timer = None
         self._received_at_activation = 0
+        self._counts_at_last_diag: dict[str, int] = {}
         self._diag_pub = None
         self._input_desc = ""
         self._input_profile = None
@@ -539,6 +540,9 @@ class PerceptionNode(LifecycleNode):
         snap = self.stats.snapshot()
         now = time.monotonic()
         silent_for = now - (self.stats.last_received or self._activated_at)
+        delta = {k: snap[k] - self._counts_at_last_diag.get(k, 0) for k in FrameStats.COUNTERS}
+        self._counts_at_last_diag = {k: snap[k] for k in FrameStats.COUNTERS}
+        new_bad = delta["rejected"] + delta["failed"]
         statuses = []
         for head in self.heads:
             info = head.describe_backend()
@@ -556,7 +560,9 @@ class PerceptionNode(LifecycleNode):
             warn_after = float(self.values["no_frame_warning_s"]) or 5.0
             if silent_for > warn_after:
                 level, text = "warn", f"no frame for {silent_for:.0f} s on {self._sub_topic()}"
-            elif snap["processed"] == 0 and snap["skipped"] > 0:
+            elif new_bad > 0:
+                level, text = "warn", f"{new_bad} bad frame(s) skipped: {self.stats.last_error}"
+            elif delta["processed"] == 0 and delta["skipped"] > 0:
                 level, text = "ok", "idle: nobody subscribes to the outputs"
             else:
                 level = "ok"
