@@ -46,7 +46,7 @@ class ParamSpec:
 
     def range_text(self) -> str:
         if self.choices:
-            return " | ".join(self.choices)
+            return ", ".join(self.choices)
         if self.minimum is not None or self.maximum is not None:
             return f"[{self.minimum}, {self.maximum}]"
         if self.pattern:
@@ -140,7 +140,8 @@ TASK_PARAMS = {
     "detection": (
         ParamSpec("score_threshold", 0.5, "detections scoring below are not published",
                   minimum=0.0, maximum=1.0, runtime=True),
-        ParamSpec("nms_threshold", 0.3, "per-class non-maximum suppression IoU threshold",
+        ParamSpec("nms_threshold", 0.3, "per-class NMS IoU threshold; below the model's own "
+                  "(card nms_thresh, 0.3) suppresses more, above it changes nothing",
                   minimum=0.0, maximum=1.0, runtime=True),
         ParamSpec("max_detections", 100, "most detections published per frame",
                   minimum=1, maximum=1000, runtime=True),
@@ -220,11 +221,16 @@ def descriptor(spec: ParamSpec):
 
 def markdown_table(specs: list[ParamSpec]) -> str:
     """The README's parameter table."""
-    rows = ["| parameter | type | default | range | when | description |",
+    def show(value) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if value == "":
+            return '""'
+        return str(value)
+
+    rows = ["| parameter | type | default | range | applied | description |",
             "|---|---|---|---|---|---|"]
     for s in specs:
-        default = repr(s.default) if isinstance(s.default, str) else str(s.default).lower() \
-            if isinstance(s.default, bool) else str(s.default)
-        rows.append(f"| `{s.name}` | {s.kind} | `{default}` | {s.range_text()} | "
+        rows.append(f"| `{s.name}` | {s.kind} | `{show(s.default)}` | {s.range_text()} | "
                     f"{'runtime' if s.runtime else 'configure/activate'} | {s.description} |")
     return "\n".join(rows)
