@@ -1,0 +1,490 @@
+"""``bag eval``: score segmentation and detection on a bag with ground-truth labels.
+
+Offline (default): every image of the bag goes through the predictors (no drops); the
+predictions are written to an output bag (``/segmentation/labels`` mono8 and
+``/detections`` Detection2DArray, with the input headers, as the nodes publish them).
+
+Live (``predictions=RECORDED_BAG``): the predictions are those the nodes published
+during ``bag play``, recorded with ``bag record``; each is matched to its input frame
+by header stamp.  Frames without an answer are *dropped*: in ``segmentation`` their
+labelled pixels count as misses (false negatives of their class), in ``detection``
+their boxes count as missed; ``segmentation_answered`` scores the answered frames only.
+
+In both modes the ground truth is the bag's label topic (``/camera/labels``), matched to
+the images by header stamp; detection targets are boxes derived from it by the rule in
+the detector's model card (:mod:`fcn_perception.training.boxes`).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fcn_perception.bag import typestore as T
+from fcn_perception.bag.read import Bag, BagError
+
+SEG_TOPIC = "/segmentation/labels"
+DET_TOPIC = "/detections"
+
+
+@dataclass
+class Frame:
+    index: int  # position of the image on its topic
+    stamp: int
+    image: np.ndarray
+    label: np.ndarray | None  # None: no ground truth with this stamp
+    frame_id: str = ""
+
+
+@dataclass
+class Prediction:
+    labels: np.ndarray | None = None  # None: no segmentation for this frame (dropped)
+    detections: tuple | None = None  # (boxes, scores, class_ids) or None (dropped)
+    seg_ms: float | None = None
+    det_ms: float | None = None
+
+
+class FramePairer:
+    """Pairs a bag's images with its labels by header stamp, in one pass.
+
+    Yields every image once, with its label or (at the end, for images whose stamp no
+    label carries) with ``None``.  Only frames still waiting for their partner are held.
+    """
+
+    def __init__(self, bag: Bag, image_topic: str, label_topic: str) -> None:
+        self.bag, self.image_topic, self.label_topic = bag, image_topic, label_topic
+        self.labels_without_image = 0
+        self.duplicate_stamps = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        images: dict[int, object] = {}
+        labels: dict[int, np.ndarray] = {}
+        seen: set[int] = set()
+        for m in self.bag.messages([self.image_topic, self.label_topic]):
+            s = m.stamp_ns
+            if m.topic == self.image_topic:
+                if s in seen:
+                    self.duplicate_stamps += 1  # e.g. a looped recording: first one counts
+                    continue
+                seen.add(s)
+                if s in labels:
+                    yield self._frame(m, labels.pop(s))
+                else:
+                    images[s] = m
+            else:
+                label = self.bag.decode_label(m)
+                if s in images:
+                    yield self._frame(images.pop(s), label)
+                elif s not in seen:
+                    labels[s] = label
+        for s in sorted(images):
+            yield self._frame(images[s], None)
+        self.labels_without_image = len(labels)
+
+    def _frame(self, m, label) -> Frame:
+        return Frame(m.index, m.stamp_ns, self.bag.decode_image(m), label,
+                     m.msg.header.frame_id)
+
+
+@dataclass
+class BoxRule:
+    """How detection targets are derived from label maps (from the detector's card)."""
+
+    label_ids: tuple[int, ...]
+    min_area: int
+    connectivity: int
+
+    @classmethod
+    def from_card(cls, card: dict | None) -> BoxRule:
+        """The card's ``box_derivation`` (as ``evaluate detection`` reads it); label ids
+        from it, else the card's class names looked up in CamVid's classes."""
+        from fcn_perception.training import boxes as B
+        from fcn_perception.training.camvid import CLASSES
+
+        card = card or {}
+        rule = card.get("box_derivation") or {}
+        ids = rule.get("label_ids")
+        if ids is None:
+            names = card.get("classes") or []
+            ids = ([CLASSES.index(n) for n in names] if names and set(names) <= set(CLASSES)
+                   else B.DEFAULT_CLASS_IDS)
+        return cls(tuple(int(i) for i in ids),
+                   int(rule.get("min_area", B.DEFAULT_MIN_AREA)),
+                   int(rule.get("connectivity", B.DEFAULT_CONNECTIVITY)))
+
+    def derive(self, label: np.ndarray):
+        from fcn_perception.training.boxes import derive_boxes
+
+        return derive_boxes(label, self.label_ids, self.min_area, self.connectivity)
+
+
+@dataclass
+class Scorer:
+    """Accumulates segmentation and detection scores frame by frame."""
+
+    seg_classes: list[str] | None
+    ignore_index: int | None
+    det_classes: list[str] | None
+    box_rule: BoxRule | None
+    sample_at: set[int] = field(default_factory=set)
+    frames: int = 0
+    seg_dropped: int = 0
+    det_dropped: int = 0
+    without_gt: int = 0
+
+    def __post_init__(self) -> None:
+        from fcn_perception.training.metrics import ConfusionMatrix
+
+        k = len(self.seg_classes) if self.seg_classes else 0
+        self.conf = ConfusionMatrix(k, self.ignore_index) if k else None
+        self.missed = np.zeros(k, np.int64)  # labelled pixels of dropped frames, per class
+        self.det_eval = None
+        if self.det_classes:
+            from fcn_perception.training.det_metrics import DetectionEvaluator
+
+            self.det_eval = DetectionEvaluator(self.det_classes)
+        self.latency: dict[str, list[float]] = {"segmentation": [], "detection": []}
+        self.samples: list[dict] = []
+
+    def add(self, frame: Frame, pred: Prediction) -> None:
+        if frame.label is None:
+            self.without_gt += 1
+            return
+        self.frames += 1
+        gt = frame.label
+        if self.conf is not None:
+            if pred.labels is None:
+                self.seg_dropped += 1
+                keep = gt[(gt < len(self.missed)) & (gt != self.ignore_index)]
+                self.missed += np.bincount(keep, minlength=len(self.missed))
+            else:
+                if pred.labels.shape != gt.shape:
+                    raise BagError(
+                        f"frame {frame.index} (stamp {frame.stamp} ns): segmentation "
+                        f"{pred.labels.shape} and ground truth {gt.shape} differ in size")
+                self.conf.update(gt, pred.labels)
+            if pred.seg_ms is not None:
+                self.latency["segmentation"].append(pred.seg_ms)
+        gt_boxes = None
+        if self.det_eval is not None:
+            gt_boxes = self.box_rule.derive(gt)
+            if pred.detections is None:
+                self.det_dropped += 1
+                self.det_eval.add(np.zeros((0, 4)), np.zeros(0), np.zeros(0), *gt_boxes)
+            else:
+                self.det_eval.add(*pred.detections, *gt_boxes)
+            if pred.det_ms is not None:
+                self.latency["detection"].append(pred.det_ms)
+        if frame.index in self.sample_at:
+            self.samples.append({"index": frame.index, "stamp": frame.stamp,
+                                 "image": frame.image, "label": gt, "pred": pred,
+                                 "gt_boxes": gt_boxes})
+
+    # -- results --------------------------------------------------------------------
+    def segmentation(self) -> dict:
+        """Scores with dropped frames' labelled pixels counted as misses of their class
+        (the same as ``conf.scores`` when nothing was dropped)."""
+        from fcn_perception.training.metrics import segmentation_scores
+
+        if not self.missed.any():
+            return self.conf.scores(self.seg_classes)
+        k = len(self.seg_classes)
+        ext = np.zeros((k + 1, k + 1), np.int64)  # column k: "no output"
+        ext[:k, :k] = self.conf.matrix
+        ext[:k, k] = self.missed
+        scores = segmentation_scores(ext, [*self.seg_classes, "(no output)"])
+        for key in ("per_class_iou", "per_class_accuracy"):
+            scores[key].pop("(no output)")
+        valid = [v for v in scores["per_class_iou"].values() if v is not None]
+        scores["mean_iou"] = float(np.mean(valid)) if valid else 0.0
+        return scores
+
+    def detection(self) -> dict:
+        return self.det_eval.summary()
+
+
+def _latency_summary(values: list[float]) -> dict:
+    if not values:
+        return {"frames": 0}
+    a = np.asarray(values, np.float64)
+    return {"frames": int(a.size), "mean": float(a.mean()),
+            "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "max": float(a.max())}
+
+
+def _sample_indices(count: int, n: int) -> set[int]:
+    if count <= 0 or n <= 0:
+        return set()
+    return {int(round(i)) for i in np.linspace(0, count - 1, min(n, count))}
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="bag eval", unit="frame", disable=not enabled)
+
+
+def evaluate_bag(bag_path: str | Path, json_path: str | Path, report_dir: str | Path, *,
+                 segmenter=None, detector=None, seg_card: dict | None = None,
+                 det_card: dict | None = None, predictions: str | Path | None = None,
+                 image_topic: str | None = None, label_topic: str | None = None,
+                 output_bag: str | Path | None = None, samples: int = 4,
+                 progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Score a bag; write ``json_path``, the report in ``report_dir`` and (offline) the
+    predictions bag.  Returns the metrics dict written to ``json_path``.
+
+    Offline, ``segmenter``/``detector`` are Predictors (either may be None to skip that
+    task).  Live, pass ``predictions`` (a recorded bag) and the cards of the models the
+    nodes ran (``seg_card``: classes, palette, ignore_index; ``det_card``: classes and
+    the box rule).
+    """
+    report_dir = Path(report_dir)
+    live = predictions is not None
+    if not live and segmenter is None and detector is None:
+        raise BagError("bag eval: nothing to evaluate (no segmentation or detection model)")
+    if live:
+        seg_card = seg_card or {}
+        det_card = det_card or {}
+    else:
+        seg_card = getattr(segmenter, "card", None) or seg_card or {}
+        det_card = getattr(detector, "card", None) or det_card or {}
+    seg_classes = (list(segmenter.classes) if segmenter is not None
+                   else seg_card.get("classes"))
+    det_classes = (list(detector.classes) if detector is not None
+                   else det_card.get("classes"))
+    palette = (getattr(segmenter, "palette", None) or seg_card.get("palette")
+               or _default_palette())
+    ignore_index = seg_card.get("ignore_index", 11)
+
+    with Bag(bag_path) as bag:
+        image_topic = bag.image_topic(image_topic)
+        label_topic = bag.label_topic(label_topic)
+        count = bag.topics[image_topic][1]
+        pred_source = (_RecordedPredictions(predictions, bag, image_topic,
+                                            want_seg=bool(seg_classes),
+                                            want_det=bool(det_classes), log=log)
+                       if live else None)
+        if live:
+            seg_classes = seg_classes if pred_source.seg_topic else None
+            det_classes = det_classes if pred_source.det_topic else None
+        scorer = Scorer(seg_classes, ignore_index, det_classes,
+                        BoxRule.from_card(det_card) if det_classes else None,
+                        _sample_indices(count, samples))
+        report_dir.mkdir(parents=True, exist_ok=True)
+        writer = None
+        if not live:
+            if output_bag is None:
+                output_bag = report_dir / "predictions_bag"
+                if output_bag.exists():
+                    shutil.rmtree(output_bag)
+            writer = _PredictionWriter(output_bag, segmenter is not None, detector is not None)
+        pairer = FramePairer(bag, image_topic, label_topic)
+        t0 = time.perf_counter()
+        try:
+            with _progress(count, progress) as bar:
+                for frame in pairer:
+                    if live:
+                        pred = pred_source.lookup(frame.stamp)
+                    else:
+                        pred = _predict(segmenter, detector, frame, bag, image_topic)
+                        writer.write(frame.stamp, pred, frame.frame_id)
+                    scorer.add(frame, pred)
+                    bar.update(1)
+        finally:
+            if writer is not None:
+                writer.close()
+        seconds = time.perf_counter() - t0
+        if scorer.frames == 0:
+            raise bag.error(f"no image on {image_topic} has a label on {label_topic} with the "
+                            "same header stamp; nothing to score")
+        frames = {"images": scorer.frames + scorer.without_gt, "scored": scorer.frames,
+                  "without_ground_truth": scorer.without_gt,
+                  "labels_without_image": pairer.labels_without_image,
+                  "duplicate_stamps": pairer.duplicate_stamps}
+        result: dict = {"bag": str(bag_path), "mode": "live" if live else "offline",
+                        "image_topic": image_topic, "label_topic": label_topic}
+
+    from fcn_perception.training.evaluate_segmentation import write_outputs
+
+    pictures = {}
+    if seg_classes:
+        seg_scores = scorer.segmentation()
+        seg_scores["frames"] = scorer.frames
+        lat = scorer.latency["segmentation"]
+        seg_scores["latency_ms_p50"] = float(np.percentile(lat, 50)) if lat else 0.0
+        # evaluate segmentation's own writer, so the keys are the same; the confusion
+        # matrix (and its picture) covers the answered frames
+        write_outputs(seg_scores, scorer.conf, seg_classes, palette,
+                      report_dir / "segmentation.json")
+        result["segmentation"] = json.loads((report_dir / "segmentation.json").read_text())
+        pictures["iou"] = result["segmentation"]["iou_png"]
+        pictures["confusion"] = result["segmentation"]["confusion_png"]
+        frames["segmentation_answered"] = scorer.frames - scorer.seg_dropped
+        frames["segmentation_dropped"] = scorer.seg_dropped
+        frames["segmentation_missed_pixels"] = int(scorer.missed.sum())
+        if live:
+            answered = scorer.conf.scores(seg_classes)
+            answered["frames"] = scorer.frames - scorer.seg_dropped
+            result["segmentation_answered"] = answered
+    if det_classes:
+        from fcn_perception.training.det_metrics import plot_pr_curves
+
+        result["detection"] = scorer.detection()
+        pictures["pr"] = report_dir / "detection_pr.png"
+        plot_pr_curves(scorer.det_eval, pictures["pr"],
+                       palette=[palette[i] for i in scorer.box_rule.label_ids])
+        result["detection"]["box_rule"] = _box_rule_json(scorer.box_rule, det_classes)
+        frames["detection_answered"] = scorer.frames - scorer.det_dropped
+        frames["detection_dropped"] = scorer.det_dropped
+    result["frames"] = frames
+    result["latency_ms"] = {task: _latency_summary(v) for task, v in scorer.latency.items()
+                            if v}
+    result["latency_kind"] = ("end to end: output received - input received by the recorder"
+                              if live else "predictor call (preprocess + model + postprocess)")
+    result["seconds"] = seconds
+    result["models"] = {
+        task: {"weights": card.get("weights"), "architecture": card.get("architecture"),
+               "backend": getattr(p, "backend_name", None)}
+        for task, card, p, on in (("segmentation", seg_card, segmenter, seg_classes),
+                                  ("detection", det_card, detector, det_classes)) if on
+    }
+    if live:
+        result["predictions_bag"] = str(predictions)
+        result["prediction_topics"] = {"segmentation": pred_source.seg_topic,
+                                       "detection": pred_source.det_topic}
+        result["unmatched_predictions"] = pred_source.unmatched(scorer)
+    else:
+        result["predictions_bag"] = str(output_bag)
+    from fcn_perception.bag.report import write_report
+
+    result["report"] = str(write_report(report_dir, result, scorer, palette, pictures))
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _default_palette():
+    from fcn_perception.training.camvid import PALETTE
+
+    return [list(c) for c in PALETTE]
+
+
+def _box_rule_json(rule: BoxRule, classes) -> dict:
+    from fcn_perception.training.boxes import derivation_rule
+
+    return derivation_rule(classes, rule.label_ids, rule.min_area, rule.connectivity)
+
+
+def _predict(segmenter, detector, frame: Frame, bag: Bag, topic: str) -> Prediction:
+    pred = Prediction()
+    try:
+        if segmenter is not None:
+            r = segmenter(frame.image)
+            pred.labels, pred.seg_ms = r.labels, float(r.latency_ms)
+        if detector is not None:
+            r = detector(frame.image)
+            pred.detections = (r.boxes, r.scores, r.class_ids)
+            pred.det_ms = float(r.latency_ms)
+    except Exception as exc:
+        raise bag.error(f"the predictor failed on message {frame.index} of {topic} "
+                        f"(stamp {frame.stamp} ns): {type(exc).__name__}: {exc}") from exc
+    return pred
+
+
+class _PredictionWriter:
+    """The output bag: predictions with the input headers, on the nodes' topics."""
+
+    def __init__(self, path, seg: bool, det: bool) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self.store = T.get_typestore()
+        self.writer = Writer(path, version=Writer.VERSION_LATEST,
+                             storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        self.seg = self.writer.add_connection(SEG_TOPIC, T.IMAGE, typestore=self.store) \
+            if seg else None
+        self.det = self.writer.add_connection(DET_TOPIC, T.DETECTION_2D_ARRAY,
+                                              typestore=self.store) if det else None
+
+    def write(self, stamp: int, pred: Prediction, frame_id: str) -> None:
+        from fcn_perception.inference.results import DetectionResult
+
+        if self.seg is not None:
+            msg = T.image_msg(pred.labels, stamp, frame_id)
+            self.writer.write(self.seg, stamp, self.store.serialize_cdr(msg, T.IMAGE))
+        if self.det is not None:
+            boxes, scores, ids = pred.detections
+            msg = T.detections_msg(DetectionResult(boxes, scores, ids), stamp, frame_id)
+            self.writer.write(self.det, stamp,
+                              self.store.serialize_cdr(msg, T.DETECTION_2D_ARRAY))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _RecordedPredictions:
+    """Predictions of a live run, read from a recorded bag and indexed by stamp."""
+
+    def __init__(self, path, gt_bag: Bag, image_topic: str, want_seg: bool, want_det: bool,
+                 log) -> None:
+        self.seg: dict[int, tuple[np.ndarray, int]] = {}
+        self.det: dict[int, tuple[tuple, int]] = {}
+        self.inputs: dict[int, int] = {}
+        with Bag(path) as rec:
+            self.seg_topic = _pick(rec, "segmentation/labels", T.IMAGE) if want_seg else None
+            self.det_topic = (_pick(rec, "detections", T.DETECTION_2D_ARRAY)
+                              if want_det else None)
+            if not self.seg_topic and not self.det_topic:
+                raise rec.error("no prediction topic (*/segmentation/labels, sensor_msgs/msg/"
+                                "Image mono8, or */detections, vision_msgs/msg/"
+                                "Detection2DArray); record the nodes' outputs with "
+                                "fcn-perception bag record")
+            input_topic = image_topic if image_topic in rec.topics else None
+            topics = [t for t in (self.seg_topic, self.det_topic, input_topic) if t]
+            for m in rec.messages(topics):
+                s = m.stamp_ns
+                if m.topic == self.seg_topic:
+                    if s not in self.seg:
+                        self.seg[s] = (rec.decode_label(m), m.log_ns)
+                elif m.topic == self.det_topic:
+                    if s not in self.det:
+                        try:
+                            self.det[s] = (T.detections_from_msg(m.msg), m.log_ns)
+                        except ValueError as exc:
+                            raise rec.error(f"{m.where()}: {exc}") from exc
+                elif s not in self.inputs:
+                    self.inputs[s] = m.log_ns
+        log(f"bag eval: {len(self.seg)} segmentation and {len(self.det)} detection outputs "
+            f"in {path}" + (f", {len(self.inputs)} inputs" if self.inputs else ""))
+        self._seen: set[int] = set()
+
+    def lookup(self, stamp: int) -> Prediction:
+        self._seen.add(stamp)
+        pred = Prediction()
+        t_in = self.inputs.get(stamp)
+        if stamp in self.seg:
+            pred.labels, t_out = self.seg[stamp]
+            if t_in is not None:
+                pred.seg_ms = (t_out - t_in) / 1e6
+        if stamp in self.det:
+            pred.detections, t_out = self.det[stamp]
+            if t_in is not None:
+                pred.det_ms = (t_out - t_in) / 1e6
+        return pred
+
+    def unmatched(self, scorer: Scorer) -> int:
+        """Predictions whose stamp is not one of the bag's frames."""
+        return len((set(self.seg) | set(self.det)) - self._seen)
+
+
+def _pick(bag: Bag, suffix: str, typ: str) -> str | None:
+    cands = [t for t in bag.topics_of_type(typ) if t.endswith(suffix)]
+    if len(cands) > 1:
+        raise bag.error(f"several topics end in {suffix}: {cands}")
+    return cands[0] if cands else None

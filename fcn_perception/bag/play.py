@@ -1,0 +1,142 @@
+"""``bag play``: publish a bag's messages to live topics with rclpy.
+
+Messages go out in log-time order at their recorded spacing divided by ``rate``, as
+the serialized bytes stored in the bag (no re-encoding; header stamps unchanged).
+Before the first message the player can wait until the camera topic has a number of
+subscribers (``wait_for_subscribers``), so that nodes started beside it see every
+frame.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fcn_perception.bag.read import Bag, BagError
+
+
+def ros_message_class(typename: str):
+    """The rclpy message class of ``pkg/msg/Name`` (None if the package is not installed)."""
+    pkg, _, name = typename.partition("/msg/")
+    try:
+        return getattr(importlib.import_module(f"{pkg}.msg"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def qos_profile(reliability: str = "reliable", depth: int = 10, transient_local: bool = False):
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    if reliability not in ("reliable", "best_effort"):
+        raise ValueError(f"QoS reliability {reliability!r}: use reliable or best_effort")
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth,
+        reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                     else ReliabilityPolicy.BEST_EFFORT),
+        durability=(DurabilityPolicy.TRANSIENT_LOCAL if transient_local
+                    else DurabilityPolicy.VOLATILE),
+    )
+
+
+@dataclass
+class PlayStats:
+    published: dict[str, int] = field(default_factory=dict)
+    skipped_topics: dict[str, str] = field(default_factory=dict)
+    loops: int = 0
+    seconds: float = 0.0
+
+
+def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False,
+             topics: list[str] | None = None, remap: dict[str, str] | None = None,
+             reliability: str = "reliable", wait_for_subscribers: int = 0,
+             wait_topic: str | None = None, wait_timeout: float = 60.0, delay: float = 0.0,
+             max_loops: int | None = None, log: Callable[[str], None] = print,
+             node_name: str = "fcn_bag_player") -> PlayStats:
+    """Publish ``path`` (all topics, or ``topics``) until done (or forever with ``loop``).
+
+    ``remap`` renames topics (bag name -> live name).  ``wait_for_subscribers`` waits
+    (at most ``wait_timeout`` s) until ``wait_topic`` (default: the camera topic) has
+    that many subscribers; ``delay`` then waits a little longer for discovery to settle
+    on the subscribers' side.  Stops cleanly on Ctrl-C.
+    """
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    if rate <= 0:
+        raise BagError(f"--rate must be positive, got {rate}")
+    remap = dict(remap or {})
+    stats = PlayStats()
+    with Bag(path) as bag:
+        wanted = list(topics) if topics else sorted(bag.topics)
+        for t in wanted:
+            bag.require(t)
+        if not wanted:
+            raise bag.error("nothing to play")
+        classes = {}
+        for t in wanted:
+            cls = ros_message_class(bag.topics[t][0])
+            if cls is None:
+                stats.skipped_topics[t] = f"type {bag.topics[t][0]} is not importable in rclpy"
+                log(f"bag play: skipping {t}: {stats.skipped_topics[t]}")
+            else:
+                classes[t] = cls
+        if not classes:
+            raise bag.error("none of the topics has a message type importable in rclpy")
+        wait_topic = wait_topic or (bag.image_topic() if wait_for_subscribers else None)
+
+        context = rclpy.context.Context()
+        rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+        node = rclpy.create_node(node_name, context=context)
+        try:
+            pubs = {t: node.create_publisher(cls, remap.get(t, t), qos_profile(reliability))
+                    for t, cls in classes.items()}
+            if wait_for_subscribers:
+                if wait_topic not in pubs:
+                    raise bag.error(f"cannot wait for subscribers of {wait_topic}: not played")
+                _wait_for_subscribers(node, pubs[wait_topic], wait_for_subscribers,
+                                      wait_timeout, remap.get(wait_topic, wait_topic), log)
+            if delay > 0:
+                time.sleep(delay)
+            t_start = time.monotonic()
+            while True:
+                _play_once(bag, list(pubs), pubs, rate, stats)
+                stats.loops += 1
+                if not loop or (max_loops is not None and stats.loops >= max_loops):
+                    break
+            stats.seconds = time.monotonic() - t_start
+        except KeyboardInterrupt:
+            log("bag play: interrupted")
+        finally:
+            node.destroy_node()
+            context.try_shutdown()
+    return stats
+
+
+def _wait_for_subscribers(node, pub, count: int, timeout: float, topic: str, log) -> None:
+    deadline = time.monotonic() + timeout
+    while pub.get_subscription_count() < count:
+        if time.monotonic() > deadline:
+            raise BagError(
+                f"bag play: {topic} has {pub.get_subscription_count()} subscriber(s) after "
+                f"{timeout:.0f} s, waited for {count}; are the nodes running, in the same "
+                "ROS_DOMAIN_ID, and remapped to this topic?"
+            )
+        time.sleep(0.05)
+    log(f"bag play: {topic} has {pub.get_subscription_count()} subscriber(s)")
+
+
+def _play_once(bag: Bag, topics, pubs, rate: float, stats: PlayStats) -> None:
+    """One pass over the bag, sleeping to keep the recorded spacing / rate."""
+    t0_log = None
+    t0_wall = time.monotonic()
+    for topic, _, _, log_ns, raw in bag.raw_messages(topics):
+        if t0_log is None:
+            t0_log = log_ns
+        due = t0_wall + (log_ns - t0_log) / 1e9 / rate
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        pubs[topic].publish(bytes(raw))
+        stats.published[topic] = stats.published.get(topic, 0) + 1

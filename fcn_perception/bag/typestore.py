@@ -1,0 +1,186 @@
+"""The rosbags typestore used by the bag tools, and conversions of its messages.
+
+The store is ROS 2 Kilted's (``sensor_msgs``, ``std_msgs``, ``geometry_msgs``,
+``diagnostic_msgs`` ...) plus ``vision_msgs`` 4.1, registered from the same ``.msg``
+text as ``interfaces/vision_msgs`` (embedded here, comments dropped, so an installed
+package needs no source tree).  Messages serialized with this store and with rclpy
+are identical byte for byte, and the type hashes (RIHS01) are the same, so bags written
+here play through rclpy nodes and bags recorded from rclpy read back here.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from fcn_perception.ros.image_conversion import (
+    ConversionError,
+    decode,
+    decode_compressed,
+    encode_compressed,
+)
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+DETECTION_2D_ARRAY = "vision_msgs/msg/Detection2DArray"
+LABEL_INFO = "vision_msgs/msg/LabelInfo"
+IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+
+# vision_msgs 4.1 (field lines of interfaces/vision_msgs/msg/*.msg)
+VISION_MSGS = {
+    "Point2D": "float64 x\nfloat64 y\n",
+    "Pose2D": "vision_msgs/Point2D position\nfloat64 theta\n",
+    "BoundingBox2D": "vision_msgs/Pose2D center\nfloat64 size_x\nfloat64 size_y\n",
+    "ObjectHypothesis": "string class_id\nfloat64 score\n",
+    "ObjectHypothesisWithPose": (
+        "vision_msgs/ObjectHypothesis hypothesis\ngeometry_msgs/PoseWithCovariance pose\n"
+    ),
+    "Detection2D": (
+        "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
+        "vision_msgs/BoundingBox2D bbox\nstring id\n"
+    ),
+    "Detection2DArray": "std_msgs/Header header\nvision_msgs/Detection2D[] detections\n",
+    "VisionClass": "uint16 class_id\nstring class_name\n",
+    "LabelInfo": (
+        "std_msgs/Header header\nvision_msgs/VisionClass[] class_map\nfloat32 threshold\n"
+    ),
+}
+
+EncodingError = ConversionError  # an image message the bag tools cannot read
+
+
+@lru_cache(maxsize=1)
+def get_typestore():
+    """The Kilted store with vision_msgs registered (built once per process)."""
+    from rosbags.typesys import Stores, get_types_from_msg
+    from rosbags.typesys import get_typestore as _get
+
+    store = _get(Stores.ROS2_KILTED)
+    types = {}
+    for name, text in VISION_MSGS.items():
+        types.update(get_types_from_msg(text, f"vision_msgs/msg/{name}"))
+    store.register(types)
+    return store
+
+
+def msg_class(typename: str):
+    return get_typestore().types[typename]
+
+
+def time_msg(stamp_ns: int):
+    t = msg_class("builtin_interfaces/msg/Time")
+    return t(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
+
+
+def header(stamp_ns: int, frame_id: str):
+    return msg_class("std_msgs/msg/Header")(stamp=time_msg(stamp_ns), frame_id=frame_id)
+
+
+def stamp_ns(msg) -> int:
+    """Header stamp of a message, in nanoseconds."""
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def image_msg(array: np.ndarray, stamp: int, frame_id: str):
+    """A ``sensor_msgs/Image``: ``(H, W, 3)`` uint8 as rgb8, ``(H, W)`` uint8 as mono8."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    if array.ndim == 2:
+        encoding, channels = "mono8", 1
+    elif array.ndim == 3 and array.shape[2] == 3:
+        encoding, channels = "rgb8", 3
+    else:
+        raise EncodingError(f"expected an (H, W) or (H, W, 3) array, got shape {array.shape}")
+    h, w = array.shape[:2]
+    return msg_class(IMAGE)(
+        header=header(stamp, frame_id), height=h, width=w, encoding=encoding,
+        is_bigendian=0, step=w * channels, data=array.reshape(-1),
+    )
+
+
+def compressed_msg(array: np.ndarray, stamp: int, frame_id: str, fmt: str = "jpeg"):
+    """A ``sensor_msgs/CompressedImage`` of an RGB array (``fmt``: jpeg or png)."""
+    data = encode_compressed(array, fmt)
+    return msg_class(COMPRESSED_IMAGE)(
+        header=header(stamp, frame_id), format=fmt, data=np.frombuffer(data, dtype=np.uint8))
+
+
+def image_to_array(msg, msgtype: str = IMAGE) -> np.ndarray:
+    """``(H, W, 3)`` RGB pixels of an Image (any encoding :mod:`image_conversion` reads)
+    or a CompressedImage (JPEG/PNG)."""
+    if msgtype == COMPRESSED_IMAGE:
+        return decode_compressed(msg.format, msg.data)
+    return decode(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+
+
+def label_to_array(msg) -> np.ndarray:
+    """``(H, W)`` uint8 class ids of a mono8 (or 8UC1) label Image."""
+    if msg.encoding not in ("mono8", "8UC1"):
+        raise EncodingError(
+            f"a label image must be mono8 (one class id per pixel), got {msg.encoding!r}")
+    return decode(msg.encoding, msg.height, msg.width, msg.step, 0, msg.data)[:, :, 0].copy()
+
+
+def detections_msg(result, stamp: int, frame_id: str):
+    """A ``vision_msgs/Detection2DArray`` of a :class:`DetectionResult`, laid out as the
+    detection node publishes it (:func:`fcn_perception.ros.messages.detections_msg`: one
+    hypothesis per box, ``class_id`` = class index as a string), built here from rosbags
+    types so that bag tools need no ROS installation."""
+    ts = get_typestore().types
+    pose_cov = ts["geometry_msgs/msg/PoseWithCovariance"]
+    pose = ts["geometry_msgs/msg/Pose"]
+    point = ts["geometry_msgs/msg/Point"]
+    quat = ts["geometry_msgs/msg/Quaternion"]
+    hdr = header(stamp, frame_id)
+    dets = []
+    for box, score, cls in zip(result.boxes, result.scores, result.class_ids):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        hyp = ts["vision_msgs/msg/ObjectHypothesisWithPose"](
+            hypothesis=ts["vision_msgs/msg/ObjectHypothesis"](class_id=str(int(cls)),
+                                                           score=float(score)),
+            pose=pose_cov(
+                pose=pose(position=point(x=(x1 + x2) / 2, y=(y1 + y2) / 2, z=0.0),
+                          orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0)),
+                covariance=np.zeros(36, dtype=np.float64),
+            ),
+        )
+        bbox = ts["vision_msgs/msg/BoundingBox2D"](
+            center=ts["vision_msgs/msg/Pose2D"](
+                position=ts["vision_msgs/msg/Point2D"](x=(x1 + x2) / 2, y=(y1 + y2) / 2),
+                theta=0.0),
+            size_x=x2 - x1, size_y=y2 - y1,
+        )
+        dets.append(ts["vision_msgs/msg/Detection2D"](header=hdr, results=[hyp], bbox=bbox,
+                                                      id=""))
+    return ts[DETECTION_2D_ARRAY](header=hdr, detections=dets)
+
+
+def detections_from_msg(msg, class_names=None):
+    """``(boxes (N, 4) x1 y1 x2 y2, scores (N,), class_ids (N,))`` of a Detection2DArray.
+
+    Each detection's best hypothesis gives its class and score; ``class_id`` may be a
+    name in ``class_names`` or a numeric string.
+    """
+    index = {n: i for i, n in enumerate(class_names or ())}
+    boxes, scores, classes = [], [], []
+    for det in msg.detections:
+        if not det.results:
+            continue
+        best = max(det.results, key=lambda r: r.hypothesis.score)
+        cid = best.hypothesis.class_id
+        if cid in index:
+            cls = index[cid]
+        else:
+            try:
+                cls = int(cid)
+            except ValueError as exc:
+                raise EncodingError(
+                    f"detection class_id {cid!r} is neither a class name "
+                    f"({', '.join(index) or 'none given'}) nor a number"
+                ) from exc
+        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
+        w, h = det.bbox.size_x, det.bbox.size_y
+        boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        scores.append(best.hypothesis.score)
+        classes.append(cls)
+    return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
+            np.asarray(classes, np.int64))

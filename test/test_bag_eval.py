@@ -1,0 +1,258 @@
+"""bag eval on bags made from CamVid frames: agreement with `evaluate segmentation` and
+with the detection evaluator, re-scoring the predictions bag as a live run, drops, the
+report and the CLI.  Models are small random-initialised ones written to a temp dir."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fcn_perception.bag import typestore as T
+from fcn_perception.bag.eval import DET_TOPIC, SEG_TOPIC, evaluate_bag
+from fcn_perception.bag.make import make_bag
+from fcn_perception.bag.read import Bag, BagError
+
+SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
+FRAMES = 4
+DET_CLASSES = ["Car", "Pedestrian", "Bicyclist"]
+
+
+def write_random_weights(folder: Path, seed: int = 0) -> dict[str, Path]:
+    """Random-initialised FCN-8s (ResNet-18, run at 180x240) and R-FCN (ResNet-18) with
+    model cards like the shipped ones."""
+    import torch
+    from fcn_perception.training.boxes import derivation_rule
+    from fcn_perception.training.camvid import CLASSES, PALETTE
+
+    from fcn_perception.models import build_model
+    from fcn_perception.models.rfcn import architecture
+    from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    seg_arch = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 11}
+    det_arch = architecture(num_classes=3, backbone="resnet18")
+    out = {}
+    for task, arch, card in (
+        ("segmentation", seg_arch, {
+            "classes": list(CLASSES), "palette": [list(p) for p in PALETTE],
+            "ignore_index": 11, "input": {**norm, "size": [180, 240]}}),
+        ("detection", det_arch, {
+            "classes": DET_CLASSES, "palette": [list(PALETTE[i]) for i in (8, 9, 10)],
+            "input": {**norm, "size": None},
+            "box_derivation": derivation_rule(DET_CLASSES, (8, 9, 10), 100)}),
+    ):
+        path = folder / f"{task}.safetensors"
+        save_state_dict(build_model(arch).state_dict(), path)
+        write_card({"task": task, "architecture": arch, **card}, path)
+        out[task] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return write_random_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def predictors(weights):
+    from fcn_perception import load_predictor
+
+    return {task: load_predictor(task, backend="torch-cpu", weights=path)
+            for task, path in weights.items()}
+
+
+@pytest.fixture(scope="module")
+def split_file(tmp_path_factory):
+    lines = (SAMPLE / "val.txt").read_text().splitlines()[:FRAMES]
+    path = tmp_path_factory.mktemp("split") / "first4.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory, split_file):
+    root = tmp_path_factory.mktemp("bags")
+    return {st: make_bag(SAMPLE, split_file, root / st, rate=5.0, storage=st).path
+            for st in ("mcap", "sqlite3")}
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory, bags, predictors):
+    out = {}
+    for st, bag in bags.items():
+        d = tmp_path_factory.mktemp(f"eval_{st}")
+        out[st] = evaluate_bag(bag, d / "metrics.json", d / "report",
+                               segmenter=predictors["segmentation"],
+                               detector=predictors["detection"], progress=False)
+    return out
+
+
+def _comparable(scores: dict) -> dict:
+    return {k: v for k, v in scores.items()
+            if not k.endswith("_png") and k not in ("latency_ms_p50",)}
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_offline_segmentation_agrees_with_evaluate(offline, predictors, split_file, storage):
+    from fcn_perception.training.camvid import CamVid
+    from fcn_perception.training.evaluate_segmentation import evaluate_segmentation
+
+    seg = predictors["segmentation"]
+    scores, conf = evaluate_segmentation(seg, CamVid(SAMPLE, split_file), progress=False)
+    result = offline[storage]
+    assert result["frames"]["scored"] == FRAMES and result["frames"]["images"] == FRAMES
+    assert set(result["segmentation"]) == set(scores) | {"confusion_matrix", "confusion_png",
+                                                        "iou_png"}
+    assert _comparable(result["segmentation"]) == _comparable(
+        {**scores, "confusion_matrix": conf.matrix.tolist()})
+    assert result["segmentation"]["pixels"] > 0
+
+
+def test_mcap_and_sqlite3_bags_score_the_same(offline):
+    a, b = offline["mcap"], offline["sqlite3"]
+    assert _comparable(a["segmentation"]) == _comparable(b["segmentation"])
+    assert a["detection"] == b["detection"] and a["frames"] == b["frames"]
+
+
+def test_offline_detection_agrees_with_the_evaluator(offline, predictors, split_file):
+    from fcn_perception.training.det_data import CamVidBoxes
+    from fcn_perception.training.det_metrics import DetectionEvaluator
+
+    det = predictors["detection"]
+    source = CamVidBoxes(SAMPLE, split_file, DET_CLASSES, 100, 8, None)
+    ev = DetectionEvaluator(DET_CLASSES)
+    for i in range(len(source)):
+        r = det(source.load_image(i))
+        ev.add(r.boxes, r.scores, r.class_ids, *source.boxes(i))
+    result = offline["mcap"]["detection"]
+    expected = ev.summary()
+    assert {k: result[k] for k in expected} == expected
+    assert sum(result["num_gt"].values()) > 0
+    assert result["box_rule"]["label_ids"] == [8, 9, 10]
+
+
+def test_predictions_bag_holds_every_frame_with_input_headers(offline, bags):
+    result = offline["mcap"]
+    with Bag(result["predictions_bag"]) as pred, Bag(bags["mcap"]) as src:
+        assert pred.topics == {SEG_TOPIC: (T.IMAGE, FRAMES),
+                               DET_TOPIC: (T.DETECTION_2D_ARRAY, FRAMES)}
+        in_stamps = [m.stamp_ns for m in src.messages(["/camera/image_raw"])]
+        for topic in (SEG_TOPIC, DET_TOPIC):
+            msgs = list(pred.messages([topic]))
+            assert [m.stamp_ns for m in msgs] == in_stamps
+            assert all(m.msg.header.frame_id == "camera" for m in msgs)
+        labels = [pred.decode_label(m) for m in pred.messages([SEG_TOPIC])]
+        assert labels[0].shape == (360, 480) and labels[0].max() < 11
+
+
+def test_rescoring_the_predictions_bag_as_a_live_run_gives_the_same_numbers(
+        offline, bags, predictors, tmp_path):
+    result = offline["mcap"]
+    live = evaluate_bag(bags["mcap"], tmp_path / "m.json", tmp_path / "r",
+                        predictions=result["predictions_bag"],
+                        seg_card=predictors["segmentation"].card,
+                        det_card=predictors["detection"].card, progress=False)
+    assert live["mode"] == "live"
+    assert live["frames"]["segmentation_dropped"] == live["frames"]["detection_dropped"] == 0
+    assert _comparable(live["segmentation"]) == _comparable(result["segmentation"])
+    assert _comparable(live["segmentation_answered"]) == {
+        k: v for k, v in _comparable(result["segmentation"]).items() if k != "confusion_matrix"}
+    assert live["detection"] == result["detection"]
+    assert live["unmatched_predictions"] == 0
+
+
+def _drop_frames(src: Path, dst: Path, drop: set[int]) -> None:
+    """Copy a predictions bag without the messages of frames ``drop`` (by position)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    store = T.get_typestore()
+    with Bag(src) as bag, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {t: w.add_connection(t, typ, typestore=store) for t, (typ, _) in bag.topics.items()}
+        for topic, _, index, log_ns, raw in bag.raw_messages(sorted(bag.topics)):
+            if index not in drop:
+                w.write(conns[topic], log_ns, raw)
+
+
+def test_dropped_frames_count_as_misses(offline, bags, predictors, tmp_path):
+    _drop_frames(Path(offline["mcap"]["predictions_bag"]), tmp_path / "partial", {1, 2})
+    live = evaluate_bag(bags["mcap"], tmp_path / "m.json", tmp_path / "r",
+                        predictions=tmp_path / "partial",
+                        seg_card=predictors["segmentation"].card,
+                        det_card=predictors["detection"].card, progress=False)
+    fr = live["frames"]
+    assert fr["scored"] == FRAMES
+    assert (fr["segmentation_answered"], fr["segmentation_dropped"]) == (2, 2)
+    assert (fr["detection_answered"], fr["detection_dropped"]) == (2, 2)
+    seg, answered = live["segmentation"], live["segmentation_answered"]
+    full = offline["mcap"]["segmentation"]
+    assert seg["pixels"] == full["pixels"] and answered["pixels"] < full["pixels"]
+    assert fr["segmentation_missed_pixels"] == full["pixels"] - answered["pixels"]
+    assert seg["pixel_accuracy"] < answered["pixel_accuracy"]
+    assert seg["pixel_accuracy"] == pytest.approx(
+        answered["pixel_accuracy"] * answered["pixels"] / full["pixels"])
+    assert set(seg["per_class_iou"]) == set(full["per_class_iou"])
+    assert live["detection"]["num_gt"] == offline["mcap"]["detection"]["num_gt"]
+
+
+def test_report_has_every_section_with_embedded_pictures(offline):
+    result = offline["sqlite3"]
+    page = Path(result["report"]).read_text()
+    for text in ("Summary", "Per-class IoU", "Confusion matrix", "Latency", "Sample overlays",
+                 "Detection examples", "mAP@0.5"):
+        assert text in page, text
+    assert page.count("data:image/png;base64,") >= 5  # IoU, confusion, 2 latency, PR curve
+    assert page.count("data:image/jpeg;base64,") == 2 * 4  # 4 samples x (overlay, boxes)
+    assert "src=\"/" not in page and "src=\"samples" not in page  # self-contained
+    metrics = json.loads(Path(result["report"]).parent.joinpath("segmentation.json").read_text())
+    assert metrics["mean_iou"] == result["segmentation"]["mean_iou"]
+
+
+def test_cli_eval_writes_json_report_and_predictions(bags, weights, tmp_path, capsys):
+    from fcn_perception.cli import main
+
+    rc = main(["bag", "eval", str(bags["sqlite3"]), "--json", str(tmp_path / "m.json"),
+               "--report", str(tmp_path / "rep"), "--seg-weights", str(weights["segmentation"]),
+               "--det-weights", str(weights["detection"]), "--backend", "torch-cpu",
+               "--tasks", "segmentation", "--quiet", "--samples", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert "detection" not in metrics and metrics["segmentation"]["frames"] == FRAMES
+    assert f"report: {tmp_path / 'rep' / 'index.html'}" in out
+    assert (tmp_path / "rep" / "predictions_bag" / "metadata.yaml").is_file()
+
+
+def test_eval_without_labels_or_images_says_what_is_there(bags, predictors, tmp_path):
+    store = T.get_typestore()
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    with Bag(bags["mcap"]) as src, Writer(tmp_path / "nolabels", version=9,
+                                          storage_plugin=StoragePlugin.MCAP) as w:
+        conn = w.add_connection("/camera/image_raw", T.IMAGE, typestore=store)
+        for _, _, _, log_ns, raw in src.raw_messages(["/camera/image_raw"]):
+            w.write(conn, log_ns, raw)
+    with pytest.raises(BagError) as err:
+        evaluate_bag(tmp_path / "nolabels", tmp_path / "m.json", tmp_path / "r",
+                     segmenter=predictors["segmentation"], progress=False)
+    assert "no ground-truth label topic" in str(err.value)
+    assert "/camera/image_raw (sensor_msgs/msg/Image, 4 messages)" in str(err.value)
+    with pytest.raises(BagError, match="no prediction topic"):
+        evaluate_bag(bags["mcap"], tmp_path / "m.json", tmp_path / "r",
+                     predictions=bags["sqlite3"], seg_card=predictors["segmentation"].card,
+                     progress=False)
+
+
+def test_predictor_failure_names_the_frame(bags, tmp_path):
+    class Broken:
+        classes = ["a", "b"]
+        card = {"classes": ["a", "b"], "ignore_index": 11}
+
+        def __call__(self, image):
+            raise RuntimeError("out of memory")
+
+    with pytest.raises(BagError, match=r"message 0 of /camera/image_raw \(stamp 1700000000000000000"):
+        evaluate_bag(bags["mcap"], tmp_path / "m.json", tmp_path / "r", segmenter=Broken(),
+                     progress=False)
+    shutil.rmtree(tmp_path / "r", ignore_errors=True)

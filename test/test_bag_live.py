@@ -1,0 +1,174 @@
+"""Live: bag play -> (segmentation_node, detection_node) -> bag record -> bag eval
+--predictions, over DDS on a private ROS domain; and play/record without nodes."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+
+from fcn_perception.bag import typestore as T  # noqa: E402
+from fcn_perception.bag.eval import evaluate_bag  # noqa: E402
+from fcn_perception.bag.make import make_bag  # noqa: E402
+from fcn_perception.bag.play import play_bag  # noqa: E402
+from fcn_perception.bag.read import Bag, BagError  # noqa: E402
+from fcn_perception.bag.record import record  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
+BIN = Path(sys.executable).parent
+
+
+def _split(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / f"first{n}.txt"
+    path.write_text("\n".join((SAMPLE / "val.txt").read_text().splitlines()[:n]) + "\n")
+    return path
+
+
+def _record_in_thread(out, topics, **kwargs):
+    stop = threading.Event()
+    box = {}
+
+    def run():
+        try:
+            box["stats"] = record(out, topics, stop=stop, log=lambda s: None, **kwargs)
+        except BaseException as exc:  # surfaced by the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, stop, box
+
+
+def _wait_file(path: Path, timeout: float, procs=()) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        for name, p, log in procs:
+            if p.poll() is not None:
+                pytest.fail(f"{name} exited with {p.returncode}:\n{Path(log).read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {n}\n{Path(lg).read_text()[-2000:]}" for n, _, lg in procs)
+            pytest.fail(f"{path.name} did not appear in {timeout:.0f} s\n{logs}")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("src_storage,rec_storage", [("sqlite3", "mcap"), ("mcap", "sqlite3")])
+def test_play_and_record_copy_messages_byte_for_byte(ros_domain, tmp_path, src_storage,
+                                                     rec_storage):
+    src = make_bag(SAMPLE, _split(tmp_path, 3), tmp_path / "src", rate=20.0, compressed=True,
+                   storage=src_storage).path
+    topics = ["/camera/image_raw", "/camera/image_raw/compressed", "/camera/labels"]
+    ready = tmp_path / "ready"
+    thread, stop, box = _record_in_thread(tmp_path / "rec", topics, storage=rec_storage,
+                                          ready_file=ready, max_messages=6, wait_timeout=30)
+    time.sleep(0.5)
+    stats = play_bag(src, loop=True, max_loops=2, wait_for_subscribers=1, delay=0.5,
+                     log=lambda s: None)
+    assert stats.loops == 2 and stats.published == dict.fromkeys(topics, 6)
+    thread.join(30)
+    stop.set()
+    assert "error" not in box, box.get("error")
+    assert box["stats"].stopped_by == "count" and box["stats"].counts == dict.fromkeys(topics, 6)
+    assert box["stats"].qos["/camera/labels"] == "reliable"
+    with Bag(src) as a, Bag(tmp_path / "rec") as b:
+        assert {t: v[0] for t, v in b.topics.items()} == {t: v[0] for t, v in a.topics.items()}
+        for topic in topics:
+            sent = [bytes(raw) for *_, raw in a.raw_messages([topic])]
+            got = [bytes(raw) for *_, raw in b.raw_messages([topic])]
+            assert got == sent + sent, topic  # two passes, unchanged bytes and stamps
+
+
+def test_record_names_missing_publishers(ros_domain, tmp_path):
+    with pytest.raises(BagError, match=r"no publisher on \['/nobody'\] after 1 s"):
+        record(tmp_path / "rec", ["/nobody"], wait_timeout=1.0, log=lambda s: None)
+    assert not (tmp_path / "rec").exists()
+
+
+def test_play_waits_for_subscribers_then_says_why(ros_domain, tmp_path):
+    src = make_bag(SAMPLE, _split(tmp_path, 1), tmp_path / "src").path
+    with pytest.raises(BagError, match="0 subscriber"):
+        play_bag(src, wait_for_subscribers=1, wait_timeout=1.0, log=lambda s: None)
+
+
+@pytest.mark.slow
+def test_live_round_trip_through_the_nodes(ros_domain, tmp_path):
+    """play -> segmentation_node + detection_node -> record -> eval --predictions, and the
+    recorded answers agree with the same model run offline."""
+    from test_bag_eval import write_random_weights
+
+    from fcn_perception import load_predictor
+
+    frames = 3
+    weights = write_random_weights(tmp_path / "w")
+    bag = make_bag(SAMPLE, _split(tmp_path, frames), tmp_path / "in", rate=1.0).path
+    common = ["--ros-args", "-r", "image:=/camera/image_raw", "-p", "backend:=torch-cpu",
+              "-p", "no_frame_warning_s:=0.0"]
+    procs = []
+    try:
+        for name, extra in (("segmentation_node", []),
+                            ("detection_node", ["-p", "score_threshold:=0.0"])):
+            task = name.split("_")[0]
+            log = tmp_path / f"{name}.log"
+            cmd = [str(BIN / name), *common, "-p", f"weights:={weights[task]}", *extra]
+            procs.append((name, subprocess.Popen(cmd, stdout=open(log, "w"),
+                                                 stderr=subprocess.STDOUT), log))
+        rec_log = tmp_path / "record.log"
+        recorder = subprocess.Popen(
+            [str(BIN / "fcn-perception"), "bag", "record", "/segmentation/labels", "/detections",
+             "/camera/image_raw", "--wait-for", "/segmentation/labels", "/detections",
+             "--out", str(tmp_path / "rec"), "--ready-file", str(tmp_path / "ready"),
+             "--wait-timeout", "300", "--idle-timeout", "15"],
+            stdout=open(rec_log, "w"), stderr=subprocess.STDOUT)
+        procs.append(("bag record", recorder, rec_log))
+        _wait_file(tmp_path / "ready", 300, procs)
+        stats = play_bag(bag, topics=["/camera/image_raw"], wait_for_subscribers=3, delay=1.0,
+                         log=lambda s: None)
+        assert stats.published == {"/camera/image_raw": frames}
+        recorder.wait(timeout=180)
+        assert recorder.returncode == 0, rec_log.read_text()
+    finally:
+        for _, p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for _, p, _ in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    seg = load_predictor("segmentation", backend="torch-cpu", weights=weights["segmentation"])
+    det = load_predictor("detection", backend="torch-cpu", weights=weights["detection"])
+    result = evaluate_bag(bag, tmp_path / "m.json", tmp_path / "report",
+                          predictions=tmp_path / "rec", seg_card=seg.card, det_card=det.card,
+                          progress=False, log=lambda s: None)
+    fr = result["frames"]
+    assert fr["scored"] == frames
+    for task in ("segmentation", "detection"):
+        assert fr[f"{task}_answered"] + fr[f"{task}_dropped"] == frames
+        assert fr[f"{task}_answered"] >= 1, (task, fr)
+        assert result["latency_ms"][task]["frames"] == fr[f"{task}_answered"]
+    assert result["unmatched_predictions"] == 0
+    assert Path(result["report"]).is_file()
+
+    with Bag(bag) as src, Bag(tmp_path / "rec") as rec:
+        assert rec.topics["/camera/image_raw"][1] == frames
+        images = {m.stamp_ns: src.decode_image(m) for m in src.messages(["/camera/image_raw"])}
+        answered = 0
+        for m in rec.messages(["/segmentation/labels"]):
+            expected = seg(images[m.stamp_ns]).labels
+            agree = float((rec.decode_label(m) == expected).mean())
+            assert agree > 0.99, agree  # same model; only float noise may differ
+            answered += 1
+        assert answered == fr["segmentation_answered"]
+        for m in rec.messages(["/detections"]):
+            assert m.stamp_ns in images
+            boxes, scores, ids = T.detections_from_msg(m.msg)
+            assert len(boxes) == len(det(images[m.stamp_ns]))
+            assert np.all((ids >= 0) & (ids < 3)) and np.all(scores >= 0)
+    env_domain = os.environ["ROS_DOMAIN_ID"]
+    assert env_domain == str(ros_domain)
