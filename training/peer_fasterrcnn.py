@@ -8,7 +8,8 @@
 loop, on the same boxes, with the same augmentation and schedule as R-FCN
 (:func:`fcn_perception.training.train_detection.train_loop`).  Its internal resize is
 set to the native frame size (``min_size``/``max_size`` = the frame's short/long side,
-360/480 for CamVid), so both detectors see the same pixels.  Its own transform
+360/480 for CamVid), so both detectors see the same pixels, and its proposal and RoI
+budgets are R-FCN's (:data:`PEER_BUDGET`).  Its own transform
 normalises, so it is fed ``[0, 1]`` images.  The best epoch (val mAP@0.5) is saved
 as ``OUT/model.safetensors`` (fp32) with ``OUT/metrics.json``; it is not shipped.
 """
@@ -24,13 +25,24 @@ import torch
 from fcn_perception.training.train_detection import add_common_args, train_loop
 
 
+# R-FCN's proposal and RoI budgets (fcn_perception.models.rfcn.DEFAULTS), so that both
+# detectors do the same amount of per-region work; torchvision's defaults for this
+# model are 2000/2000 (train), 1000/1000 (test) proposals and 512 sampled RoIs.
+PEER_BUDGET = {
+    "rpn_pre_nms_top_n_train": 2000, "rpn_post_nms_top_n_train": 300,
+    "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 150,
+    "box_batch_size_per_image": 128,
+}
+
+
 def build_peer(num_classes: int, min_size: int = 360, max_size: int = 480):
-    """Faster R-CNN MobileNetV3-Large FPN for ``num_classes`` foreground classes."""
+    """Faster R-CNN MobileNetV3-Large FPN for ``num_classes`` foreground classes, from
+    scratch, at the native frame size, with R-FCN's proposal budget."""
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
 
     return fasterrcnn_mobilenet_v3_large_fpn(
         weights=None, weights_backbone=None, num_classes=num_classes + 1,
-        min_size=min_size, max_size=max_size)
+        min_size=min_size, max_size=max_size, **PEER_BUDGET)
 
 
 class FasterRCNNAdapter:
@@ -71,7 +83,65 @@ class FasterRCNNAdapter:
                 "val_ms_per_frame": ms}
 
 
+def benchmark(predictors: dict, image, runs: int = 30, warmup: int = 3) -> dict:
+    """Median and p90 ms per frame of each ``name -> callable(image)``, runs interleaved
+    (so background load falls on every model alike)."""
+    import time
+
+    import numpy as np
+
+    times = {name: [] for name in predictors}
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            for name, predict in predictors.items():
+                t0 = time.perf_counter()
+                predict(image)
+                if i >= warmup:
+                    times[name].append(1000 * (time.perf_counter() - t0))
+    return {name: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)),
+                   "runs": runs} for name, t in times.items()}
+
+
+def bench_main(argv=None) -> int:
+    """``python -m fcn_perception.training.peer_fasterrcnn bench --rfcn W --peer W``:
+    eager PyTorch ms/frame of both detectors on one CamVid frame (1 image per call)."""
+    import numpy as np
+    from PIL import Image
+
+    from fcn_perception.training.det_data import image_tensor
+    from fcn_perception.training.evaluate_detection import load_detector
+    from fcn_perception.weights_io import load_state_dict
+
+    p = argparse.ArgumentParser(description=bench_main.__doc__.split("\n")[0])
+    p.add_argument("--rfcn", default=None, help="R-FCN weights (default: shipped)")
+    p.add_argument("--peer", required=True, help="the peer's model.safetensors")
+    p.add_argument("--image", required=True, help="an RGB frame (e.g. a CamVid val PNG)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    frame = np.asarray(Image.open(args.image).convert("RGB"))
+    rfcn, card = load_detector(args.rfcn)
+    peer = build_peer(len(card["classes"]), *frame.shape[:2]).eval()
+    peer.load_state_dict(load_state_dict(args.peer))
+    x_rfcn = image_tensor(frame, card["input"]["mean"], card["input"]["std"])[None]
+    x_peer = image_tensor(frame, (0, 0, 0), (1, 1, 1))[None]
+    result = benchmark({"rfcn": lambda _: rfcn(x_rfcn), "peer": lambda _: peer(list(x_peer))},
+                       None, args.runs)
+    result["setup"] = {"threads": args.threads, "size": list(frame.shape[:2]),
+                       "torch": torch.__version__, "mode": "eager, inference_mode, batch 1"}
+    text = json.dumps(result, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser)
     parser.add_argument("--min-size", type=int, default=360)

@@ -97,6 +97,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ohem", action="store_true", help="online hard example mining in the head")
     p.add_argument("--anchor-sizes", type=float, nargs=3, default=None)
     p.add_argument("--aspect-ratios", type=float, nargs=3, default=None)
+    p.add_argument("--ship", default=None, metavar="PATH",
+                   help="also copy the final weights + card to PATH (e.g. "
+                        "fcn_perception/weights/rfcn_resnet18_camvid.safetensors)")
 
 
 class RFCNAdapter:
@@ -199,6 +202,7 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
                                      args.connectivity, args.limit_train)
     val_src = open_detection_split(args.data, args.val_split, list(train_src.classes),
                                    args.min_area, args.connectivity, args.limit_val)
+    torch.manual_seed(args.seed)  # reproducible initial weights
     adapter = make_adapter(args, train_src.classes)
     model = adapter.model.to(device)
     if dist.world_size > 1:
@@ -265,8 +269,8 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
                         if v is not None})
             is_best = s["map50"] > best
             best = max(best, s["map50"])
+        run.log_epoch(epoch, row)  # before the checkpoint: a resume truncates redone rows
         ckpt.save(epoch, model, optimizer, scheduler, None, best, is_best)
-        run.log_epoch(epoch, row)
         if dist.is_main:
             msg = " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float))
             tqdm.write(f"epoch {epoch + 1}/{args.epochs} {msg}")
@@ -279,9 +283,24 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
     return summary
 
 
+def ship_weights(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy a run's ``model.safetensors`` and card to ``dest`` (card renamed, re-hashed)."""
+    import shutil
+
+    from fcn_perception.weights_io import read_card, write_card
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    card = read_card(run_dir / "model.safetensors")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "model.safetensors", dest)
+    return write_card(card, dest)
+
+
 def train_main(args: argparse.Namespace) -> int:
     """Entry for ``fcn-perception train detection``."""
     summary = train_loop(args, RFCNAdapter)
+    if summary and args.ship:
+        print(f"shipped to {args.ship} (card {ship_weights(args.out, args.ship)})")
     if summary:
         print(json.dumps({"best_epoch": summary["best_epoch"],
                           "map50": summary["val"]["map50"], "map": summary["val"]["map"]},

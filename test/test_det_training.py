@@ -1,0 +1,108 @@
+"""R-FCN training and evaluation end to end on the bundled CamVid frames: run outputs,
+exact resume, the evaluate command, and the shipped detector."""
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcn_perception.cli import main as cli_main
+from fcn_perception.training import train_detection as td
+from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card, sha256_of
+
+torch.set_num_threads(1)
+SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
+pytestmark = pytest.mark.slow
+
+
+def _args(out, **over):
+    parser = argparse.ArgumentParser()
+    td.add_train_args(parser)
+    args = parser.parse_args(["--data", str(SAMPLE), "--train-split", "val.txt",
+                              "--val-split", "val.txt", "--out", str(out)])
+    defaults = dict(epochs=2, batch_size=2, limit_train=2, limit_val=1, threads=1,
+                    no_tensorboard=True)
+    for k, v in {**defaults, **over}.items():
+        setattr(args, k, v)
+    return args
+
+
+def test_resume_continues_exactly_and_run_outputs(tmp_path, monkeypatch):
+    td.train_loop(_args(tmp_path / "a"), td.RFCNAdapter)
+
+    class Killed(Exception):
+        pass
+
+    original = td.engine.Checkpointer.save
+
+    def save_then_die(self, epoch, *a, **k):
+        original(self, epoch, *a, **k)
+        if epoch == 0:
+            raise Killed
+
+    monkeypatch.setattr(td.engine.Checkpointer, "save", save_then_die)
+    with pytest.raises(Killed):
+        td.train_loop(_args(tmp_path / "b"), td.RFCNAdapter)
+    monkeypatch.setattr(td.engine.Checkpointer, "save", original)
+    td.train_loop(_args(tmp_path / "b", resume=True), td.RFCNAdapter)
+
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 2
+    for k, s in a["optimizer"]["state"].items():
+        torch.testing.assert_close(s["momentum_buffer"],
+                                   b["optimizer"]["state"][k]["momentum_buffer"], rtol=0, atol=0)
+    rows = [json.loads(r) for r in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(0.0 <= r["val/map50"] <= 1.0 for r in rows)
+    card = read_card(tmp_path / "b" / "model.safetensors")
+    assert card["task"] == "detection" and card["classes"] == ["Car", "Pedestrian", "Bicyclist"]
+    assert card["box_derivation"]["min_area"] == 100 and len(card["palette"]) == 3
+    assert card["sha256"] == sha256_of(tmp_path / "b" / "model.safetensors")
+    assert {"map50", "map", "per_class_ap"} <= set(card["metrics"]["val"])
+    assert (tmp_path / "b" / "val_pr.png").is_file()
+
+    out = tmp_path / "eval" / "det.json"
+    assert cli_main(["evaluate", "detection", "--data", str(SAMPLE), "--split", "val.txt",
+                     "--weights", str(tmp_path / "b" / "model.safetensors"),
+                     "--json", str(out), "--limit", "2", "--threads", "1"]) == 0
+    result = json.loads(out.read_text())
+    assert 0.0 <= result["map50"] <= 1.0 and 0.0 <= result["map"] <= result["map50"] + 1e-9
+    assert set(result["per_class_ap"]) == {"Car", "Pedestrian", "Bicyclist"}
+    assert result["ground_truth"]["min_area"] == 100
+    assert Path(result["pr_curve_png"]).is_file()
+
+
+def test_init_backbone_and_frozen_layers(tmp_path):
+    from fcn_perception.models import build_model
+
+    fcn = build_model({"name": "fcn8s", "backbone": "resnet18", "num_classes": 11})
+    torch.save({"model": fcn.state_dict()}, tmp_path / "seg.pt")
+    adapter = td.RFCNAdapter(_args(tmp_path / "r", init_backbone=str(tmp_path / "seg.pt")),
+                             ("Car", "Pedestrian", "Bicyclist"))
+    bb = adapter.model.backbone
+    assert torch.equal(bb.layer2[0].conv1.weight, fcn.backbone.layer2[0].conv1.weight)
+    assert adapter.frozen_bn
+    assert not any(p.requires_grad for p in bb.stem.parameters())
+    assert not any(p.requires_grad for p in bb.layer1.parameters())
+    assert bb.layer2[0].conv1.weight.requires_grad and not bb.layer2[0].bn1.weight.requires_grad
+    adapter.train_mode(adapter.model)
+    assert adapter.model.training and not bb.layer3[0].bn1.training
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS["detection"].is_file(),
+                    reason="the shipped detector is not in this checkout")
+def test_shipped_detector_evaluates_without_weights_argument(tmp_path):
+    card = read_card(DEFAULT_WEIGHTS["detection"])
+    assert card["task"] == "detection" and card["architecture"]["name"] == "rfcn"
+    assert card["sha256"] == sha256_of(DEFAULT_WEIGHTS["detection"])
+    assert DEFAULT_WEIGHTS["detection"].stat().st_size < 50 * 2**20
+    out = tmp_path / "shipped.json"
+    assert cli_main(["evaluate", "detection", "--data", str(SAMPLE), "--split", "val.txt",
+                     "--json", str(out), "--threads", "1"]) == 0
+    result = json.loads(out.read_text())
+    assert result["map50"] > 0.2  # ten val frames; the card holds the full val score
