@@ -22,6 +22,7 @@ build_vision_msgs() {
       "$venv_real"/* | "$VENV"/*) ;;
       *)
         log "vision_msgs: using the one already importable at ${where%/msg/*} (not building interfaces/vision_msgs)"
+        # shellcheck disable=SC2034  # read by setup.sh
         VISION_MSGS_EXTERNAL=1  # setup.sh then stamps nothing: checked again next time
         return 0
         ;;

@@ -43,7 +43,7 @@ _hash_files() { # files relative to ROOT... -> one hash (a missing file hashes a
   done | sha256sum | cut -d' ' -f1
 }
 _interfaces_files() { (cd "$ROOT" && find interfaces -type f ! -name '*.pyc' | LC_ALL=C sort); }
-_setup_scripts() { (cd "$ROOT" && ls scripts/setup.sh scripts/_*.sh 2> /dev/null | LC_ALL=C sort); }
+_setup_scripts() { (cd "$ROOT" && find scripts -maxdepth 1 \( -name setup.sh -o -name "_*.sh" \) | LC_ALL=C sort); }
 
 H_VENV="$(printf '%s\n' "$VENV" | sha256sum | cut -d' ' -f1)"
 H_PIP="$(_hash_files requirements.txt)"
