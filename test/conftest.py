@@ -35,8 +35,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Fast DDS maps domain d to UDP ports 7400 + 250 * d (+ offsets): 0..232 are usable.
-# 0 (the default) and the lowest ids are left to real systems.
-_DOMAIN_RANGE = range(20, 230)
+# 0 (the default) and the lowest ids are left to real systems, 100..199 to
+# scripts/demo.sh (which picks a random domain there).
+_DOMAIN_RANGE = [*range(20, 100), *range(200, 230)]
 _LOCK_DIR = Path(tempfile.gettempdir()) / "fcn_perception_ros_domains"
 
 
@@ -58,7 +59,7 @@ class _DomainLease:
                 continue
             self.domain_id, self._fd = domain_id, fd
             return
-        raise RuntimeError(f"no free ROS domain id in {_DOMAIN_RANGE} (locks in {_LOCK_DIR})")
+        raise RuntimeError(f"no free ROS domain id (locks in {_LOCK_DIR})")
 
     def close(self) -> None:
         if self._fd is not None:
