@@ -19,8 +19,7 @@ setup(
     version="0.1.0",
     packages=runtime_packages + training_packages,
     package_dir={f"{PACKAGE}.training": "training"},
-    package_data={PACKAGE: ["weights/*.safetensors", "weights/*.json", "data/*", "data/**/*"]},
-    include_package_data=True,
+    package_data={PACKAGE: ["weights/*.safetensors", "weights/*.json", "data/*/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -33,7 +32,6 @@ setup(
     maintainer_email="maintainers@fcn-perception.dev",
     description="FCN-8s segmentation and R-FCN detection nodes for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "fcn-perception = fcn_perception.cli:main",
