@@ -127,8 +127,9 @@ def write_report(report_dir: str | Path, result: dict, scorer, palette,
                          f"{fr[f'{task}_answered']} / {fr[f'{task}_dropped']}"))
     seg, det = result.get("segmentation"), result.get("detection")
     if seg:
-        rows += [(k.replace("_", " "), seg[k])
-                 for k in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")]
+        rows += [(name, seg[k]) for k, name in (
+            ("pixel_accuracy", "pixel accuracy"), ("mean_accuracy", "mean accuracy"),
+            ("mean_iou", "mean IoU"), ("fw_iou", "frequency-weighted IoU"))]
     if det:
         rows += [("detection mAP@0.5", det.get("map50")), ("detection mAP@[.5:.95]", det.get("map"))]
     for task, lat in result.get("latency_ms", {}).items():
@@ -176,8 +177,8 @@ def write_report(report_dir: str | Path, result: dict, scorer, palette,
                      "boxes</p>")
         parts += [f"<figure>{_img(p, c)}<figcaption>{html.escape(c)}</figcaption></figure>"
                   for p, c in dets]
-    parts.append(f"<p>Metrics JSON keys and the predictions bag: "
-                 f"<code>{html.escape(str(result.get('predictions_bag')))}</code>.</p>")
+    parts.append(f"<p>Predictions bag: <code>{html.escape(str(result.get('predictions_bag')))}"
+                 "</code>.</p>")
     style = ("body{font-family:sans-serif;max-width:1500px;margin:1em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
              "padding:2px 8px;text-align:left}figure{margin:1em 0}"
