@@ -184,6 +184,17 @@ def test_corrupt_bag_says_so(bags, tmp_path, storage):
         with Bag(bag) as b:
             list(b.messages([IMAGE_TOPIC]))
     assert "rosbag2" in str(err.value) or "corrupt" in str(err.value)
+    assert "/camera/image_raw (sensor_msgs/msg/Image, 10 messages)" in str(err.value)
+
+
+def test_truncated_recording_says_so(bags, tmp_path):
+    bag = tmp_path / "bag"
+    shutil.copytree(bags["mcap"].path, bag)
+    data = next(bag.glob("*.mcap"))
+    data.write_bytes(data.read_bytes()[:100_000])  # a recorder killed mid-write
+    with pytest.raises(BagError, match="truncated") as err:
+        Bag(bag)
+    assert "/camera/labels (sensor_msgs/msg/Image, 10 messages)" in str(err.value)
 
 
 def test_broken_metadata(bags, tmp_path):

@@ -61,9 +61,12 @@ class Bag:
             self._reader = Reader(self.path)
             self._reader.open()
         except Exception as exc:  # rosbags, yaml, sqlite3 and mcap errors alike
+            listed = _topics_in_metadata(self.path)
             raise BagError(
                 f"{self.path} could not be read as a rosbag2 (mcap or sqlite3): "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {exc}. A recording that was killed leaves a "
+                "truncated file (`mcap recover` repairs mcap files)."
+                + (f"\nTopics its metadata.yaml lists:\n{listed}" if listed else "")
             ) from exc
         self.store = T.get_typestore()
         self.topics: dict[str, tuple[str, int]] = {}
@@ -207,3 +210,16 @@ class Bag:
                 "--label-topic"
             )
         raise self.error(f"several label topics {cands}; choose one with --label-topic")
+
+
+def _topics_in_metadata(path: Path) -> str:
+    """The topics a bag folder's metadata.yaml lists (for errors), or ``""``."""
+    try:
+        import yaml
+
+        info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        return "\n".join(
+            f"  {t['topic_metadata']['name']} ({t['topic_metadata']['type']}, "
+            f"{t['message_count']} messages)" for t in info["topics_with_message_count"])
+    except Exception:  # no folder, no file, or not the expected layout
+        return ""
