@@ -302,3 +302,22 @@ def test_message_builders_copy_the_header():
     assert dets.header == header and d.header == header
     info = messages.label_info_msg(header, ["a", "b"], 0.5)
     assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "a"), (1, "b")]
+
+
+def test_qos_profiles_and_hints():
+    pytest.importorskip("rclpy")
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    from fcn_perception.ros import qos
+
+    sensor = qos.input_qos("best_effort", 3)
+    reliable = qos.input_qos("reliable", 7)
+    assert sensor.reliability == ReliabilityPolicy.BEST_EFFORT and sensor.depth == 3
+    assert reliable.reliability == ReliabilityPolicy.RELIABLE
+    assert qos.latched_qos().durability == DurabilityPolicy.TRANSIENT_LOCAL
+    assert qos.describe(sensor) == "best_effort, volatile, keep_last(3)"
+    assert "nobody publishes" in qos.compatibility_hint(sensor, [])
+    assert "qos_reliability:=best_effort" in qos.compatibility_hint(reliable, [sensor])
+    assert "compatible QoS" in qos.compatibility_hint(sensor, [reliable])
+    with pytest.raises(ValueError):
+        qos.input_qos("sometimes")

@@ -364,7 +364,8 @@ class PerceptionNode(LifecycleNode):
                 head.load()
             except Exception as exc:  # report any loading failure, never crash
                 self.get_logger().error(
-                    f"could not load the {head.task} predictor: {exc}. The node stays "
+                    f"could not load the {head.task} predictor: {type(exc).__name__}: {exc}. "
+                    "The node stays "
                     "unconfigured: fix the parameter, then `ros2 lifecycle set "
                     f"{self.get_fully_qualified_name()} configure`")
                 self._release_predictors()
