@@ -26,20 +26,6 @@ def ros_message_class(typename: str):
         return None
 
 
-def qos_profile(reliability: str = "reliable", depth: int = 10, transient_local: bool = False):
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-    if reliability not in ("reliable", "best_effort"):
-        raise ValueError(f"QoS reliability {reliability!r}: use reliable or best_effort")
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=depth,
-        reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
-                     else ReliabilityPolicy.BEST_EFFORT),
-        durability=(DurabilityPolicy.TRANSIENT_LOCAL if transient_local
-                    else DurabilityPolicy.VOLATILE),
-    )
-
-
 @dataclass
 class PlayStats:
     published: dict[str, int] = field(default_factory=dict)
@@ -63,6 +49,8 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False,
     """
     import rclpy
     from rclpy.signals import SignalHandlerOptions
+
+    from fcn_perception.ros.qos import input_qos
 
     if rate <= 0:
         raise BagError(f"--rate must be positive, got {rate}")
@@ -90,7 +78,8 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False,
         rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node(node_name, context=context)
         try:
-            pubs = {t: node.create_publisher(cls, remap.get(t, t), qos_profile(reliability))
+            profile = input_qos(reliability, depth=10)  # volatile, keep last 10
+            pubs = {t: node.create_publisher(cls, remap.get(t, t), profile)
                     for t, cls in classes.items()}
             if wait_for_subscribers:
                 if wait_topic not in pubs:

@@ -60,7 +60,8 @@ def record(out: str | Path, topics: list[str], storage: str = "mcap",
     from rclpy.signals import SignalHandlerOptions
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from fcn_perception.bag.play import qos_profile, ros_message_class
+    from fcn_perception.bag.play import ros_message_class
+    from fcn_perception.ros.qos import input_qos, latched_qos
 
     out = Path(out)
     if out.exists():
@@ -99,6 +100,7 @@ def record(out: str | Path, topics: list[str], storage: str = "mcap",
         rel, latched = _publisher_qos(infos)
         if reliability != "auto":
             rel = reliability
+        latched = latched and rel == "reliable"  # latched_qos() is reliable
         conn = writer.add_connection(topic, typ, typestore=store)
         stats.types[topic] = typ
         stats.qos[topic] = rel + (", transient_local" if latched else "")
@@ -110,7 +112,7 @@ def record(out: str | Path, topics: list[str], storage: str = "mcap",
 
         subs[topic] = node.create_subscription(
             ros_message_class(typ), topic, cb,
-            qos_profile(rel, depth=100, transient_local=latched), raw=True)
+            latched_qos() if latched else input_qos(rel, depth=100), raw=True)
 
     failed = False
     try:
