@@ -209,9 +209,13 @@ def test_report_has_every_section_with_embedded_pictures(offline):
     assert metrics["mean_iou"] == result["segmentation"]["mean_iou"]
 
 
-def test_cli_eval_writes_json_report_and_predictions(bags, weights, tmp_path, capsys):
+def test_cli_eval_agrees_with_cli_evaluate_and_writes_report(bags, weights, split_file, tmp_path,
+                                                            capsys):
     from fcn_perception.cli import main
 
+    assert main(["evaluate", "segmentation", "--data", str(SAMPLE), "--split", str(split_file),
+                 "--weights", str(weights["segmentation"]), "--backend", "torch-cpu",
+                 "--json", str(tmp_path / "evaluate.json")]) == 0
     rc = main(["bag", "eval", str(bags["sqlite3"]), "--json", str(tmp_path / "m.json"),
                "--report", str(tmp_path / "rep"), "--seg-weights", str(weights["segmentation"]),
                "--det-weights", str(weights["detection"]), "--backend", "torch-cpu",
@@ -220,6 +224,9 @@ def test_cli_eval_writes_json_report_and_predictions(bags, weights, tmp_path, ca
     assert rc == 0, out
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert "detection" not in metrics and metrics["segmentation"]["frames"] == FRAMES
+    evaluate = json.loads((tmp_path / "evaluate.json").read_text())
+    assert set(metrics["segmentation"]) == set(evaluate)
+    assert _comparable(metrics["segmentation"]) == _comparable(evaluate)
     assert f"report: {tmp_path / 'rep' / 'index.html'}" in out
     assert (tmp_path / "rep" / "predictions_bag" / "metadata.yaml").is_file()
 
