@@ -40,12 +40,6 @@ class LatestFrameSlot:
             item, self._item, self._full = self._item, None, False
             return True, item
 
-    def clear(self) -> bool:
-        """Discard a waiting item; return True if there was one."""
-        with self._cond:
-            had, self._item, self._full = self._full, None, False
-            return had
-
     def close(self) -> None:
         """Wake the worker and make every later ``take`` return ``(False, None)``."""
         with self._cond:
@@ -73,7 +67,6 @@ class FrameWorker:
         self._process = process
         self._on_error = on_error
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._busy = threading.Event()
 
     def start(self) -> FrameWorker:
         self._thread.start()
@@ -83,10 +76,6 @@ class FrameWorker:
         """Hand ``item`` over without blocking; True when it displaced a waiting one."""
         return self.slot.put(item)
 
-    @property
-    def busy(self) -> bool:
-        return self._busy.is_set()
-
     def _run(self) -> None:
         while True:
             ok, item = self.slot.take(timeout=0.5)
@@ -94,7 +83,6 @@ class FrameWorker:
                 if self.slot.closed:
                     return
                 continue
-            self._busy.set()
             try:
                 self._process(item)
             except Exception as exc:  # a bad frame must not end the worker
@@ -102,7 +90,6 @@ class FrameWorker:
                     raise
                 self._on_error(exc)
             finally:
-                self._busy.clear()
                 del item
 
     def stop(self, timeout: float = 10.0) -> bool:

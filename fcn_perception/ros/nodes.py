@@ -540,7 +540,7 @@ class PerceptionNode(LifecycleNode):
             return
         snap = self.stats.snapshot()
         now = time.monotonic()
-        silent_for = now - (self.stats.last_received or self._activated_at)
+        silent_for = now - max(self.stats.last_received or 0.0, self._activated_at)
         delta = {k: snap[k] - self._counts_at_last_diag.get(k, 0) for k in FrameStats.COUNTERS}
         self._counts_at_last_diag = {k: snap[k] for k in FrameStats.COUNTERS}
         new_bad = delta["rejected"] + delta["failed"]

@@ -38,9 +38,6 @@ class LatencyWindow:
             return 0.0
         return (len(recent) - 1) / (recent[-1] - recent[0])
 
-    def __len__(self) -> int:
-        return len(self._values)
-
 
 class FrameStats:
     """What happened to the frames a node received.
