@@ -161,8 +161,10 @@ class Scorer:
         if self.conf is not None:
             if pred.labels is None:
                 self.seg_dropped += 1
-                keep = gt[(gt < len(self.missed)) & (gt != self.ignore_index)]
-                self.missed += np.bincount(keep, minlength=len(self.missed))
+                keep = gt < len(self.missed)
+                if self.ignore_index is not None:
+                    keep &= gt != self.ignore_index
+                self.missed += np.bincount(gt[keep], minlength=len(self.missed))
             else:
                 if pred.labels.shape != gt.shape:
                     raise BagError(
@@ -358,7 +360,7 @@ def evaluate_bag(bag_path: str | Path, json_path: str | Path, report_dir: str | 
         result["predictions_bag"] = str(predictions)
         result["prediction_topics"] = {"segmentation": pred_source.seg_topic,
                                        "detection": pred_source.det_topic}
-        result["unmatched_predictions"] = pred_source.unmatched(scorer)
+        result["unmatched_predictions"] = pred_source.unmatched()
     else:
         result["predictions_bag"] = str(output_bag)
     from fcn_perception.bag.report import write_report
@@ -490,7 +492,7 @@ class _RecordedPredictions:
                 pred.det_ms = (t_out - t_in) / 1e6
         return pred
 
-    def unmatched(self, scorer: Scorer) -> int:
+    def unmatched(self) -> int:
         """Predictions whose stamp is not one of the bag's frames."""
         return len((set(self.seg) | set(self.det)) - self._seen)
 
