@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: predicted boxes below this score are not drawn in the examples (all are scored)
-DRAW_SCORE = 0.3
+#: the examples draw at most DRAW_TOP predicted boxes scoring DRAW_MIN or more (all are scored)
+DRAW_TOP = 10
+DRAW_MIN = 0.1
 OVERLAY_ALPHA = 0.5
 
 
@@ -86,12 +87,14 @@ def _sample_pictures(report_dir: Path, scorer, palette) -> tuple[list, list]:
             left = draw_detections(image, gt_boxes, np.ones(len(gt_boxes), np.float32), gt_cls,
                                    classes, det_lut)
             if pred.detections is not None:
-                boxes, scores, cls = pred.detections
-                keep = np.asarray(scores) >= DRAW_SCORE
-                right = draw_detections(image, np.asarray(boxes)[keep], np.asarray(scores)[keep],
-                                        np.asarray(cls)[keep], classes, det_lut)
-                cap = (f"{caption}; {len(gt_boxes)} ground-truth boxes, {int(keep.sum())} "
-                       f"predicted with score >= {DRAW_SCORE} ({len(scores)} in all)")
+                boxes, scores, cls = (np.asarray(a) for a in pred.detections)
+                keep = np.argsort(-scores, kind="stable")[:DRAW_TOP]
+                keep = keep[scores[keep] >= DRAW_MIN]
+                right = draw_detections(image, boxes[keep], scores[keep], cls[keep], classes,
+                                        det_lut)
+                cap = (f"{caption}; {len(gt_boxes)} ground-truth boxes; {len(keep)} of "
+                       f"{len(scores)} predicted boxes drawn (the best {DRAW_TOP} scoring "
+                       f">= {DRAW_MIN})")
             else:
                 right = (image // 3).astype(np.uint8)
                 cap = f"{caption}; no detections (dropped)"
