@@ -226,3 +226,19 @@ def test_dilated_neck_keeps_stride_16():
     assert model.features(torch.zeros(1, 3, 96, 128)).shape[-2:] == (6, 8)
     with pytest.raises(ValueError, match="unknown R-FCN options"):
         architecture(bogus=1)
+
+
+def test_ohem_and_images_without_objects():
+    torch.manual_seed(0)
+    model = build_model(architecture(ohem=True, roi_batch_size=16)).train()
+    images = torch.randn(2, 3, 128, 160)
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 60.0, 90.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    losses = model(images, targets, [(128, 160), (100, 120)])
+    assert set(losses) == {"rpn_cls", "rpn_box", "cls", "box"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.rpn_reg.weight.grad is not None and model.ps_reg.weight.grad is not None
+    with pytest.raises(ValueError, match="needs targets"):
+        model(images)

@@ -28,10 +28,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
-
 from fcn_perception.training import engine
 from fcn_perception.training.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
 from fcn_perception.training.det_data import (
@@ -42,6 +38,10 @@ from fcn_perception.training.det_data import (
     open_detection_split,
 )
 from fcn_perception.training.evaluate_detection import evaluate_model
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
 from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD
 
 RFCN_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -151,8 +151,9 @@ class RFCNAdapter:
 
     def finish(self, run_dir: Path, config: dict, train_src, val_src, device) -> dict:
         """``model.safetensors`` (fp16) + card from ``best.pt``, scored on val in fp16."""
-        from fcn_perception.models import build_model
         from fcn_perception.training.det_metrics import plot_pr_curves
+
+        from fcn_perception.models import build_model
         from fcn_perception.weights_io import load_weights_into, save_state_dict, write_card
 
         state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
