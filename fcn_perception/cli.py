@@ -10,25 +10,27 @@ import argparse
 import importlib
 import sys
 
-REGISTRARS = (
-    "fcn_perception.training.cli",
-    "fcn_perception.inference.cli",
-    "fcn_perception.bag.cli",
-)
+REGISTRARS = {
+    "fcn_perception.training.cli": ("train", "evaluate"),
+    "fcn_perception.inference.cli": ("export", "build-engine", "bench"),
+    "fcn_perception.bag.cli": ("bag",),
+}
 
 
 class CommandError(Exception):
     """A user error: printed as ``error: ...`` with exit status 2, no traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command`` only the area that owns it is imported (fast start)."""
     parser = argparse.ArgumentParser(
         prog="fcn-perception",
         description="FCN segmentation and R-FCN detection: train, evaluate, export, "
         "benchmark and replay rosbags.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in REGISTRARS:
+    owners = [m for m, cmds in REGISTRARS.items() if command in cmds] or list(REGISTRARS)
+    for name in owners:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
