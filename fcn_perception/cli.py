@@ -56,4 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m fcn_perception.cli`: run the package module's main, so the exception
+    # classes are the ones the other modules import.
+    from fcn_perception.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,121 @@
+"""Inference backends: torch, ONNX Runtime and TensorRT behind one small interface.
+
+A backend is built for one task and takes a network-sized ``(h, w, 3)`` uint8 RGB image;
+it normalises it (on its device) and returns the contract's output tensors as numpy
+arrays (see :mod:`fcn_perception.inference.contract`).
+
+Names accepted by :func:`fcn_perception.load_predictor`'s ``backend``:
+
+==========================  =======================================================
+``auto``                    the first that loads of ``tensorrt``, ``onnxruntime-cuda``,
+                            ``torch-cuda``, ``onnxruntime-cpu`` (then ``torch-cpu``)
+``tensorrt`` (``trt``)      a TensorRT engine, built from the ONNX export and cached
+``onnxruntime`` (``ort``)   ONNX Runtime: CUDA where available, else CPU
+``onnxruntime-cpu``         ... on the CPU execution provider
+``onnxruntime-cuda``        ... on the CUDA execution provider
+``onnxruntime-tensorrt``    ... on the TensorRT execution provider (CUDA fallback)
+``torch``                   PyTorch eager: CUDA (fp16, channels_last) where available
+``torch-cpu``, ``torch-cuda``
+==========================  =======================================================
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")
+CONCRETE = ("tensorrt", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt",
+            "torch-cpu", "torch-cuda")
+ALIASES = {"trt": "tensorrt", "ort": "onnxruntime", "onnx": "onnxruntime",
+           "ort-cpu": "onnxruntime-cpu", "ort-cuda": "onnxruntime-cuda", "pytorch": "torch"}
+NAMES = ("auto", "onnxruntime", "torch", *CONCRETE)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class BackendUnavailable(RuntimeError):
+    """This backend cannot run here (a package, a GPU or an execution provider is missing)."""
+
+
+class Backend:
+    """Base class: ``infer(rgb, net_hw)`` -> dict of contract outputs.
+
+    ``rgb`` is the checked ``(H, W, 3)`` uint8 frame; ``net_hw`` the size the network runs
+    at (the frame is normalised, then resized there bilinearly with antialiasing when it
+    differs).  Outputs are numpy arrays or torch tensors (GPU backends leave them on the
+    device so that upsampling and the argmax run there).
+    """
+
+    name = "base"
+    precision = "fp32"
+
+    def infer(self, rgb: np.ndarray, net_hw: tuple[int, int] | None = None) -> dict:
+        raise NotImplementedError  # pragma: no cover
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.precision})"
+
+
+def canonical_name(name: str) -> str:
+    name = ALIASES.get(str(name).lower(), str(name).lower())
+    if name not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; expected one of {NAMES}")
+    return name
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # pragma: no cover - broken torch installs
+        return False
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads counted once)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why backend ``name`` (concrete) cannot run here, or None if it can."""
+    name = canonical_name(name)
+    if name in ("torch-cpu",):
+        return None
+    if name == "torch-cuda":
+        return None if cuda_available() else "torch sees no CUDA GPU"
+    if name.startswith("onnxruntime"):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed (pip install onnxruntime or onnxruntime-gpu)"
+        providers = ort.get_available_providers()
+        need = {"onnxruntime-cpu": "CPUExecutionProvider",
+                "onnxruntime-cuda": "CUDAExecutionProvider",
+                "onnxruntime-tensorrt": "TensorrtExecutionProvider"}.get(name)
+        if need and need not in providers:
+            return f"this onnxruntime build has no {need} (has {providers})"
+        if name != "onnxruntime-cpu" and not cuda_available():
+            return "no CUDA GPU is visible"
+        return None
+    if name == "tensorrt":
+        from fcn_perception.inference.backends.tensorrt_backend import tensorrt_unavailable
+
+        return tensorrt_unavailable()
+    return None
+
+
+def available_backends() -> dict[str, str | None]:
+    """Every concrete backend -> None if it can run here, else the reason it cannot."""
+    return {name: unavailable_reason(name) for name in CONCRETE}

@@ -1,0 +1,156 @@
+"""ONNX Runtime backend: CPU, CUDA or TensorRT execution provider.
+
+CPU: all graph optimisations (``ORT_ENABLE_ALL``: conv+BN+ReLU fusion, NCHWc layouts),
+one intra-op thread per physical core, sequential execution, normalisation into a reused
+buffer.  CUDA: I/O binding, with the uint8 image uploaded and normalised on the GPU by
+torch when torch has CUDA (four times less to copy than float32).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from fcn_perception.inference.backends import Backend, BackendUnavailable, physical_cores
+from fcn_perception.inference.contract import ModelFileError, TensorSpec, validate_io
+from fcn_perception.inference.preprocess import InputSpec, Preprocessor, network_input_torch
+
+log = logging.getLogger("fcn_perception.inference")
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(float16)": "float16", "tensor(int8)": "int8"}
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def session_options(num_threads: int | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = int(num_threads or physical_cores())
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
+def io_specs(session) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    def spec(arg):
+        shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
+        return TensorSpec(arg.name, _ORT_TYPES.get(arg.type, arg.type), shape)
+
+    return [spec(a) for a in session.get_inputs()], [spec(a) for a in session.get_outputs()]
+
+
+class OnnxRuntimeBackend(Backend):
+    """Run an ONNX file that follows the task contract."""
+
+    def __init__(self, onnx_path: str | Path, task: str, spec: InputSpec, device: str = "cpu",
+                 precision: str | None = None, num_threads: int | None = None,
+                 trt_cache_dir: str | Path | None = None,
+                 calibration_images: str | Path | None = None,
+                 calibrator: str = "minmax") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable("onnxruntime is not installed") from exc
+        if device not in PROVIDERS:
+            raise ValueError(f"onnxruntime device must be one of {sorted(PROVIDERS)}")
+        self.precision = precision or "fp32"
+        if self.precision == "fp16" and device != "tensorrt":
+            raise BackendUnavailable(
+                f"onnxruntime-{device} runs fp32 (or int8 on the CPU); fp16 needs the tensorrt, "
+                "onnxruntime-tensorrt or torch-cuda backend"
+            )
+        if self.precision == "int8" and device == "cuda":
+            raise BackendUnavailable("onnxruntime-cuda has no int8 path here; use tensorrt")
+        wanted = PROVIDERS[device][0]
+        if wanted not in ort.get_available_providers():
+            raise BackendUnavailable(
+                f"onnxruntime-{device}: this onnxruntime has no {wanted} "
+                f"(available: {ort.get_available_providers()})"
+            )
+        self.path = Path(onnx_path)
+        self.task = task
+        self.device = device
+        self.name = f"onnxruntime-{device}"
+        providers: list = list(PROVIDERS[device])
+        if device == "tensorrt":
+            opts = {"trt_fp16_enable": self.precision == "fp16",
+                    "trt_int8_enable": self.precision == "int8",
+                    "trt_engine_cache_enable": True, "trt_timing_cache_enable": True}
+            if trt_cache_dir:
+                opts["trt_engine_cache_path"] = str(trt_cache_dir)
+                opts["trt_timing_cache_path"] = str(trt_cache_dir)
+            providers[0] = (providers[0], opts)
+        if not self.path.is_file():
+            raise ModelFileError(f"ONNX file {self.path} does not exist")
+        if self.precision == "int8" and device == "cpu":
+            if calibration_images is None:
+                raise ValueError("onnxruntime-cpu int8 needs calibration_images (a folder of "
+                                 "frames like the ones it will see)")
+            from fcn_perception.inference.quantize import quantized_onnx
+
+            self.path = quantized_onnx(self.path, calibration_images, spec,
+                                       "entropy" if calibrator == "entropy" else "minmax")
+        try:
+            self.session = ort.InferenceSession(str(self.path), session_options(num_threads),
+                                                providers=providers)
+        except Exception as exc:
+            raise ModelFileError(
+                f"onnxruntime could not load {self.path} ({type(exc).__name__}: {exc}); "
+                "re-export it with `fcn-perception export`"
+            ) from exc
+        active = self.session.get_providers()
+        if wanted not in active:
+            raise BackendUnavailable(
+                f"onnxruntime-{device}: {wanted} did not load (active providers: {active}); "
+                "check the CUDA/cuDNN libraries onnxruntime-gpu needs"
+            )
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("fcn_perception.precision") == "int8":
+            self.precision = "int8"
+        ins, outs = io_specs(self.session)
+        validate_io(task, ins, outs, f"ONNX file {self.path}")
+        names = [o.name for o in outs]
+        if task == "segmentation":
+            # one output: the scores when the network runs at a reduced size, else labels
+            want = "logits" if (spec.size and "logits" in names) or "labels" not in names \
+                else "labels"
+            names = [want]
+        self.output_names = names
+        self.pre = Preprocessor(spec)
+        self.spec = spec
+        self._use_torch_cuda = False
+        if device != "cpu":
+            try:
+                import torch
+
+                self._use_torch_cuda = torch.cuda.is_available()
+            except ImportError:
+                pass
+
+    def infer(self, rgb: np.ndarray, net_hw: tuple[int, int] | None = None) -> dict:
+        if self.device == "cpu":
+            x = self.pre.network_input(rgb, net_hw)
+            outs = self.session.run(self.output_names, {"image": x})
+            return dict(zip(self.output_names, outs))
+        binding = self.session.io_binding()
+        if self._use_torch_cuda:
+            import torch
+
+            img = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy())
+            x = network_input_torch(img.pin_memory().cuda(non_blocking=True), self.spec, net_hw)
+            binding.bind_input("image", "cuda", 0, np.float32, tuple(x.shape), x.data_ptr())
+            torch.cuda.current_stream().synchronize()
+        else:
+            binding.bind_cpu_input("image", self.pre.network_input(rgb, net_hw))
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))

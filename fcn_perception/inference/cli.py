@@ -1,0 +1,207 @@
+"""``fcn-perception export``, ``build-engine`` and ``bench``."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+TASK_CHOICES = ("segmentation", "detection")
+
+
+def _add_model_args(p: argparse.ArgumentParser, required_task: bool = False) -> None:
+    p.add_argument("--task", choices=TASK_CHOICES, required=required_task,
+                   help="segmentation or detection (default: from the weights' card)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="weights file (.safetensors/.pt with its .json card beside it); "
+                   "default: the shipped weights for --task")
+
+
+def _resolve(args) -> tuple[str, Path]:
+    from fcn_perception.cli import CommandError
+    from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
+
+    if args.weights is None:
+        if args.task is None:
+            raise CommandError("give --task or --weights")
+        weights = DEFAULT_WEIGHTS[args.task]
+        if not weights.is_file():
+            raise CommandError(f"the default {args.task} weights {weights} are not installed; "
+                               "pass --weights")
+    else:
+        weights = args.weights
+    task = args.task or read_card(weights)["task"]
+    return task, weights
+
+
+def export_main(args) -> int:
+    _setup_logging()
+    from fcn_perception.cli import CommandError
+    from fcn_perception.inference.export import check_onnx, export_onnx, load_model, sha256_of
+
+    task, weights = _resolve(args)
+    out = Path(args.output or Path(weights).with_suffix(".onnx"))
+    model, card = load_model(weights, task)
+    if args.precision == "int8" and (task != "segmentation" or args.calibration_images is None):
+        raise CommandError("--precision int8 is for segmentation and needs "
+                           "--calibration-images DIR")
+    fp32 = out if args.precision == "fp32" else out.with_name(out.stem + "-fp32.onnx")
+    export_onnx(model, task, fp32, card=card, opset=args.opset, height=args.height,
+                width=args.width, weights_sha256=sha256_of(weights))
+    check_onnx(fp32, task)
+    if args.precision == "int8":
+        from fcn_perception.inference.preprocess import InputSpec
+        from fcn_perception.inference.quantize import quantized_onnx
+
+        quantized_onnx(fp32, args.calibration_images, InputSpec.from_card(card),
+                       args.calibrator, args.calibration_limit, output=out)
+        check_onnx(out, task)
+    size = out.stat().st_size / 1e6
+    print(f"wrote {out} ({size:.1f} MB, {args.precision}, opset {args.opset}, {task}; dynamic "
+          "height/width; checked with onnx.checker and shape inference; model card embedded)")
+    if args.precision == "int8" and args.check_images:
+        from fcn_perception.inference.predictor import load_predictor
+        from fcn_perception.inference.quantize import accuracy_check
+
+        labels = args.check_labels or Path(str(args.check_images).rstrip("/") + "annot")
+        report = accuracy_check(load_predictor(task, "onnxruntime-cpu", fp32),
+                                load_predictor(task, "onnxruntime-cpu", out),
+                                args.check_images, labels if labels.is_dir() else None,
+                                int(card["architecture"]["num_classes"]),
+                                card.get("ignore_index"))
+        line = (f"int8 vs fp32 on {report['frames']} frames of {args.check_images}: "
+                f"{100 * report['agreement']:.2f}% identical labels")
+        if "reference_mean_iou" in report:
+            line += (f"; mean IoU fp32 {100 * report['reference_mean_iou']:.2f}%, "
+                     f"int8 {100 * report['candidate_mean_iou']:.2f}%")
+        print(line)
+    return 0
+
+
+def build_engine_main(args) -> int:
+    _setup_logging()
+    from fcn_perception.cli import CommandError
+    from fcn_perception.inference.backends import BackendUnavailable
+    from fcn_perception.inference.backends.tensorrt_backend import get_engine, tensorrt_unavailable
+    from fcn_perception.inference.engine_cache import Profile
+    from fcn_perception.inference.export import cached_onnx, check_onnx
+
+    reason = tensorrt_unavailable()
+    if reason:
+        raise CommandError(f"cannot build a TensorRT engine here: {reason}")
+    if args.onnx is not None:
+        if args.task is None:
+            raise CommandError("give --task with --onnx")
+        task, onnx_path = args.task, args.onnx
+    else:
+        task, weights = _resolve(args)
+        onnx_path = cached_onnx(weights, task)
+    card = check_onnx(onnx_path, task)
+    profile = Profile.parse(args.profile) if args.profile else Profile.for_card(card)
+    try:
+        path, built, why = get_engine(
+            onnx_path, args.precision, profile, card=card, task=task, cache_dir=args.cache_dir,
+            output=args.output, calibration_images=args.calibration_images,
+            calibrator=args.calibrator, calibration_limit=args.calibration_limit,
+            rebuild=args.rebuild, workspace=int(args.workspace_gb * (1 << 30)))
+    except BackendUnavailable as exc:
+        raise CommandError(str(exc)) from exc
+    state = f"built ({why})" if built else "up to date (same key: not rebuilt)"
+    print(f"{path}: {state}; {args.precision}, profile {profile}")
+    return 0
+
+
+def bench_main(args) -> int:
+    _setup_logging()
+    from fcn_perception.inference.bench import run_bench
+
+    run_bench(args)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export a model to ONNX (dynamic H/W, opset >= 17, card embedded)",
+        description="Export weights to one self-contained ONNX file that the onnxruntime and "
+        "tensorrt backends run: input 'image' (N,3,H,W) float32; segmentation output 'labels' "
+        "(N,H,W) uint8; detection outputs 'boxes', 'scores', 'labels', 'num_detections'.")
+    _add_model_args(p)
+    p.add_argument("--output", "-o", type=Path, default=None,
+                   help="ONNX path (default: beside the weights, .onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
+    p.add_argument("--height", type=int, default=None,
+                   help="tracing height (default: the card's input size, else 360; any size runs)")
+    p.add_argument("--width", type=int, default=None,
+                   help="tracing width (default: the card's input size, else 480)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: static QDQ quantisation for onnxruntime-cpu (segmentation)")
+    p.add_argument("--calibration-images", type=Path, default=None,
+                   help="folder of frames to calibrate int8 activation ranges on")
+    p.add_argument("--calibrator", choices=("minmax", "entropy"), default="minmax")
+    p.add_argument("--calibration-limit", type=int, default=32,
+                   help="calibrate on at most this many frames")
+    p.add_argument("--check-images", type=Path, default=None,
+                   help="int8 accuracy check: compare with fp32 on these frames (e.g. "
+                   "../shared/camvid/val)")
+    p.add_argument("--check-labels", type=Path, default=None,
+                   help="label maps for --check-images (default: the folder + 'annot')")
+    p.set_defaults(func=export_main)
+
+    p = subparsers.add_parser(
+        "build-engine", help="build (or confirm) the cached TensorRT engine, nothing else",
+        description="Build a TensorRT engine from the ONNX export and cache it under a key of "
+        "ONNX sha256 + TensorRT version + GPU + compute capability + precision + profile. "
+        "Rebuilds only when the key changes; meant for deployment scripts.")
+    _add_model_args(p)
+    p.add_argument("--onnx", type=Path, default=None, help="build from this ONNX file instead")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    p.add_argument("--profile", default=None,
+                   help="MINHxMINW:OPTHxOPTW:MAXHxMAXW (default 64x64:360x480:1088x1920, or "
+                   "the card's fixed input size)")
+    p.add_argument("--calibration-images", type=Path, default=None,
+                   help="folder of images for INT8 calibration")
+    p.add_argument("--calibrator", choices=("entropy", "minmax"), default="entropy")
+    p.add_argument("--calibration-limit", type=int, default=200,
+                   help="use at most this many calibration images")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="engine cache folder (default $FCN_PERCEPTION_CACHE/engines)")
+    p.add_argument("--output", "-o", type=Path, default=None,
+                   help="write the engine here instead of the cache (a .json sidecar beside)")
+    p.add_argument("--workspace-gb", type=float, default=2.0, help="builder workspace")
+    p.add_argument("--rebuild", action="store_true", help="build even if the key matches")
+    p.set_defaults(func=build_engine_main)
+
+    p = subparsers.add_parser(
+        "bench", help="time every available backend against torchvision peers",
+        description="Print and write a Markdown table of ms/frame (p50, p95) and fps for both "
+        "models on every available backend, next to torchvision's fcn_resnet50, "
+        "deeplabv3_mobilenet_v3_large and fasterrcnn_mobilenet_v3_large_fpn (eager, untrained) "
+        "and the machine's FLOP limit (model FLOPs / measured GEMM FLOP/s).")
+    p.add_argument("--tasks", nargs="+", choices=TASK_CHOICES, default=list(TASK_CHOICES))
+    p.add_argument("--backends", nargs="+", default=None,
+                   help="backends to time (default: every one available here)")
+    p.add_argument("--sizes", nargs="+", default=["360x480", "720x960"], help="HxW sizes")
+    p.add_argument("--iterations", type=int, default=20, help="timed runs per row")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs per row")
+    p.add_argument("--no-peers", dest="peers", action="store_false",
+                   help="skip the torchvision peers")
+    p.add_argument("--segmentation-weights", type=Path, default=None,
+                   help="default: the shipped weights, else an untrained default model")
+    p.add_argument("--detection-weights", type=Path, default=None)
+    p.add_argument("--image", type=Path, default=None,
+                   help="frame to time on (default: a CamVid val frame, else noise)")
+    p.add_argument("--output", "-o", type=Path, default=Path("docs/bench_cpu.md"),
+                   help="Markdown file to write (default docs/bench_cpu.md)")
+    p.add_argument("--int8-calibration", type=Path, default=None,
+                   help="also time onnxruntime-cpu int8 for segmentation, calibrated on this "
+                   "folder of frames (e.g. ../shared/camvid/train)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for every row, ours and the peers (default: torch's and "
+                   "one per physical core for onnxruntime); 1 is robust to a busy machine")
+    p.add_argument("--max-seconds", type=float, default=60.0,
+                   help="stop a row after this long (at least 3 timed runs)")
+    p.set_defaults(func=bench_main)
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -1,0 +1,285 @@
+"""ONNX export with the backends' tensor contract, the model card embedded, checked.
+
+* :func:`export_onnx` writes one self-contained ``.onnx`` (opset >= 17) with dynamic
+  height and width, runs ``onnx.checker`` and strict shape inference, and stores the
+  model card JSON in the graph's ``metadata_props`` (key ``fcn_perception.card``) so the
+  file alone is enough for :func:`fcn_perception.load_predictor`.
+* :func:`cached_onnx` exports a weights file once into the cache folder
+  (``$FCN_PERCEPTION_CACHE``, else ``~/.cache/fcn_perception``), keyed by the weights'
+  sha256, so ONNX-based backends work from a plain ``.safetensors`` file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fcn_perception.inference.contract import (
+    INPUT_NAME,
+    OUTPUTS,
+    ModelFileError,
+    TensorSpec,
+    check_task,
+    validate_io,
+)
+from fcn_perception.weights_io import WeightsError, load_weights_into, read_card, sha256_of
+
+log = logging.getLogger("fcn_perception.inference")
+
+EXPORT_VERSION = 4  # bump when the exported graph changes for the same weights
+DEFAULT_OPSET = 17
+CARD_KEY = "fcn_perception.card"
+SHA_KEY = "fcn_perception.weights_sha256"
+
+
+def cache_dir(sub: str = "") -> Path:
+    """The cache folder: ``$FCN_PERCEPTION_CACHE``, else ``$XDG_CACHE_HOME/fcn_perception``
+    or ``~/.cache/fcn_perception``; a temporary folder if that cannot be created."""
+    root = os.environ.get("FCN_PERCEPTION_CACHE")
+    if root:
+        path = Path(root).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        path = Path(base) / "fcn_perception"
+    path = path / sub if sub else path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / "fcn_perception_cache" / sub
+        log.warning("cache folder %s is not writable (%s); using %s (set FCN_PERCEPTION_CACHE)",
+                    path, exc, fallback)
+        fallback.mkdir(parents=True, exist_ok=True)
+        path = fallback
+    return path
+
+
+class SegmentationExport(nn.Module):
+    """``image (N, 3, H, W)`` -> ``labels (N, H, W)`` uint8 (the argmax in the graph, so
+    backends move one byte per pixel instead of ``C`` floats), or with ``logits=True`` the
+    ``(N, C, H, W)`` scores (for networks run at a reduced size, whose scores the
+    Predictor upsamples to the frame's size before the argmax)."""
+
+    def __init__(self, model: nn.Module, logits: bool = False) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.logits = logits
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        scores = self.model(image)
+        return scores if self.logits else scores.argmax(1).to(torch.uint8)
+
+
+def segmentation_output(card: dict | None) -> str:
+    """``"logits"`` when the card runs the network at a fixed size, else ``"labels"``."""
+    return "logits" if ((card or {}).get("input") or {}).get("size") else "labels"
+
+
+def export_module(model: nn.Module, task: str, optimize: bool = True,
+                  seg_output: str = "labels") -> nn.Module:
+    """Wrap ``model`` so its outputs are the contract's tensors for ``task``.
+
+    ``optimize`` (default) first applies the exact rewrites of
+    :mod:`fcn_perception.inference.optimize` to a copy of the model (transposed
+    convolutions as sub-pixel convolutions).  ``seg_output``: ``"labels"`` or ``"logits"``.
+    """
+    if seg_output not in ("labels", "logits"):
+        raise ValueError(f"seg_output must be 'labels' or 'logits', got {seg_output!r}")
+    check_task(task)
+    if optimize:
+        import copy
+
+        from fcn_perception.inference.optimize import replace_transposed_convs
+
+        model = copy.deepcopy(model).eval()
+        replace_transposed_convs(model)
+    if task == "segmentation":
+        from fcn_perception.models.fcn import FCN
+
+        if optimize and isinstance(model, FCN) and seg_output == "labels":
+            from fcn_perception.inference.optimize import FCNLabels
+
+            return FCNLabels(model)
+        return SegmentationExport(model, logits=seg_output == "logits")
+    from fcn_perception.models.rfcn import RFCNExport
+
+    return RFCNExport(model)
+
+
+def load_model(weights: str | Path, task: str | None = None) -> tuple[nn.Module, dict]:
+    """Build the model a weights file's card describes and load the weights (eval mode)."""
+    from fcn_perception.models import build_model
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise WeightsError(f"weights file {weights} does not exist")
+    card = read_card(weights)
+    if task is not None and card["task"] != task:
+        raise WeightsError(
+            f"{weights} holds a {card['task']} model (its card says task={card['task']!r}), "
+            f"but a {task} model was asked for"
+        )
+    model = build_model(card["architecture"])
+    load_weights_into(model, weights, card)
+    return model.eval(), card
+
+
+def _atomic_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def export_onnx(model: nn.Module, task: str, path: str | Path, card: dict | None = None,
+                opset: int = DEFAULT_OPSET, height: int | None = None, width: int | None = None,
+                weights_sha256: str | None = None, seg_output: str | None = None) -> Path:
+    """Export ``model`` for ``task`` to ``path`` (dynamic H and W; N too for segmentation).
+
+    Segmentation graphs output ``labels`` (uint8) or, when the card runs the network at a
+    fixed ``input.size`` (or ``seg_output="logits"``), ``logits``.  Tracing uses the
+    card's size, else 360x480 (any size runs afterwards).
+
+    The graph is checked with ``onnx.checker`` (full check) and strict shape inference;
+    ``card`` (the model card dict) is embedded as metadata.  Returns ``path``.
+    """
+    import onnx
+
+    check_task(task)
+    if opset < 17:
+        raise ValueError(f"opset {opset} is too old: use 17 or newer")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg_output = seg_output or segmentation_output(card)
+    size = ((card or {}).get("input") or {}).get("size") or (360, 480)
+    height, width = int(height or size[0]), int(width or size[1])
+    wrapper = export_module(model, task, seg_output=seg_output).eval()
+    dummy = torch.zeros(1, 3, height, width)
+    outputs = list(OUTPUTS[task])
+    if task == "segmentation":
+        outputs = [seg_output]
+        axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                seg_output: ({0: "batch", 2: "height", 3: "width"} if seg_output == "logits"
+                             else {0: "batch", 1: "height", 2: "width"})}
+    else:
+        axes = {INPUT_NAME: {2: "height", 3: "width"}}
+    tmp = _atomic_path(path)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (dummy,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=outputs,
+                              dynamic_axes=axes, do_constant_folding=True)
+        proto = onnx.load(str(tmp))
+        meta = {"fcn_perception.task": task, "fcn_perception.export_version": str(EXPORT_VERSION)}
+        if card is not None:
+            meta[CARD_KEY] = json.dumps(card)
+        if weights_sha256:
+            meta[SHA_KEY] = weights_sha256
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "fcn_perception"
+        onnx.checker.check_model(proto, full_check=True)
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def cached_onnx(weights: str | Path, task: str | None = None, opset: int = DEFAULT_OPSET,
+                directory: str | Path | None = None) -> Path:
+    """The ONNX export of ``weights``, made once and cached under its sha256."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise WeightsError(f"weights file {weights} does not exist")
+    card = read_card(weights)
+    task = task or card["task"]
+    if card["task"] != task:
+        raise WeightsError(f"{weights} holds a {card['task']} model, not a {task} model")
+    digest = sha256_of(weights)
+    folder = Path(directory) if directory else cache_dir("onnx")
+    name = card["architecture"].get("name", task)
+    kind = segmentation_output(card) if task == "segmentation" else "det"
+    path = folder / f"{name}-{digest[:16]}-{kind}-op{opset}-v{EXPORT_VERSION}.onnx"
+    if path.is_file():
+        try:
+            if read_onnx_metadata(path).get(SHA_KEY) == digest:
+                return path
+        except ModelFileError:
+            pass
+        log.warning("cached ONNX %s is stale or unreadable: exporting again", path)
+    log.info("exporting %s to ONNX (%s, opset %d) -> %s", weights.name, task, opset, path)
+    model, card = load_model(weights, task)
+    return export_onnx(model, task, path, card=card, opset=opset, weights_sha256=digest)
+
+
+def load_onnx_proto(path: str | Path, load_weights: bool = True):
+    """``onnx.load`` with a clear error for missing or corrupt files."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"ONNX file {path} does not exist")
+    try:
+        return onnx.load(str(path), load_external_data=load_weights)
+    except Exception as exc:
+        raise ModelFileError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}); re-export "
+            "it with `fcn-perception export`"
+        ) from exc
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    proto = load_onnx_proto(path, load_weights=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def read_onnx_card(path: str | Path) -> dict:
+    """The model card of an ONNX file: embedded metadata, else ``<stem>.json`` beside it."""
+    path = Path(path)
+    meta = read_onnx_metadata(path)
+    if CARD_KEY in meta:
+        try:
+            return json.loads(meta[CARD_KEY])
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{path}: embedded model card is not valid JSON: {exc}") from exc
+    try:
+        return read_card(path)
+    except WeightsError as exc:
+        raise ModelFileError(
+            f"{path} carries no embedded model card (metadata key {CARD_KEY!r}) and {exc}"
+        ) from exc
+
+
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
+                9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+
+
+def onnx_io_specs(proto) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Graph inputs (without initializers) and outputs as :class:`TensorSpec` lists."""
+    inits = {i.name for i in proto.graph.initializer}
+
+    def spec(v):
+        t = v.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or -1)
+                     for d in t.shape.dim)
+        return TensorSpec(v.name, _ONNX_DTYPES.get(t.elem_type, f"onnx:{t.elem_type}"), dims)
+
+    return ([spec(v) for v in proto.graph.input if v.name not in inits],
+            [spec(v) for v in proto.graph.output])
+
+
+def check_onnx(path: str | Path, task: str) -> dict:
+    """Check an ONNX file against the ``task`` contract; return its card."""
+    proto = load_onnx_proto(path, load_weights=False)
+    ins, outs = onnx_io_specs(proto)
+    validate_io(task, ins, outs, f"ONNX file {path}")
+    card = read_onnx_card(path)
+    if card.get("task", task) != task:
+        raise ModelFileError(f"{path} holds a {card.get('task')} model, not a {task} model")
+    return card

@@ -1,0 +1,145 @@
+"""Backend outputs (the :mod:`~fcn_perception.inference.contract` tensors) -> results
+at the input image's resolution."""
+from __future__ import annotations
+
+import numpy as np
+
+from fcn_perception.inference.results import DetectionResult, SegmentationResult
+
+
+def to_numpy(x) -> np.ndarray:
+    """numpy view of a numpy array or a (CPU or CUDA) torch tensor."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def argmax_channels(scores: np.ndarray) -> np.ndarray:
+    """``(C, h, w)`` -> ``(h, w)`` uint8 index of the first maximum (as ``argmax``), by a
+    running maximum over channels: contiguous passes instead of a strided reduction."""
+    best = scores[0].copy()
+    index = np.zeros(best.shape, np.uint8)
+    for c in range(1, scores.shape[0]):
+        greater = scores[c] > best
+        np.maximum(best, scores[c], out=best)
+        index[greater] = c
+    return index
+
+
+def _bilinear_taps(n_in: int, n_out: int):
+    """PyTorch's ``align_corners=False`` bilinear source taps: ``(i0, i1, w1)`` arrays."""
+    scale = n_in / n_out
+    src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def upsampled_argmax(scores: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """``argmax`` of the bilinear upsampling (``align_corners=False``) of ``(C, h, w)``
+    scores to ``out_hw``, computed without upsampling every channel everywhere.
+
+    Bilinear upsampling makes each output a convex combination of (up to) four input
+    cells; where those cells share their argmax class ``k``, ``k`` is also the argmax of
+    the combination (every inequality ``s_k >= s_j`` survives a convex combination, and
+    strict ones stay strict, so first-index tie-breaking agrees too).  Only outputs
+    whose cells disagree -- near class boundaries, a small fraction -- are interpolated
+    in full.  Equal to ``F.interpolate(...).argmax(1)`` up to float rounding.
+    """
+    c, h, w = scores.shape
+    H, W = int(out_hw[0]), int(out_hw[1])
+    low = argmax_channels(scores)
+    if (h, w) == (H, W):
+        return low
+    y0, y1, wy = _bilinear_taps(h, H)
+    x0, x1, wx = _bilinear_taps(w, W)
+    a, b = low[y0][:, x0], low[y0][:, x1]
+    cc, d = low[y1][:, x0], low[y1][:, x1]
+    labels = a.copy()
+    ys, xs = np.nonzero((a != b) | (a != cc) | (a != d))
+    if len(ys):
+        fy, fx = wy[ys], wx[xs]
+        r0, r1, c0, c1 = y0[ys], y1[ys], x0[xs], x1[xs]
+        top = scores[:, r0, c0] * (1 - fx) + scores[:, r0, c1] * fx
+        bottom = scores[:, r1, c0] * (1 - fx) + scores[:, r1, c1] * fx
+        labels[ys, xs] = argmax_channels((top * (1 - fy) + bottom * fy)[:, :, None])[:, 0]
+    return labels
+
+
+def labels_from_logits(logits, out_hw: tuple[int, int]) -> np.ndarray:
+    """``(1, C, h, w)`` scores -> ``(H, W)`` uint8 labels: the argmax of the scores
+    upsampled bilinearly to ``out_hw`` (``align_corners=False``), as training evaluates a
+    reduced-size network.  CUDA tensors are handled on the GPU, the rest with
+    :func:`upsampled_argmax`."""
+    if hasattr(logits, "is_cuda") and logits.is_cuda:
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            t = logits if logits.dim() == 4 else logits[None]
+            if tuple(t.shape[-2:]) != tuple(out_hw):
+                t = F.interpolate(t.float(), size=tuple(out_hw), mode="bilinear",
+                                  align_corners=False)
+            return t[0].argmax(0).to(torch.uint8).cpu().numpy()
+    scores = to_numpy(logits)
+    scores = scores[0] if scores.ndim == 4 else scores
+    return upsampled_argmax(np.ascontiguousarray(scores, np.float32), out_hw)
+
+
+def segmentation_result(outputs: dict, input_hw: tuple[int, int]) -> SegmentationResult:
+    """Contract outputs -> :class:`SegmentationResult` at ``input_hw``.
+
+    ``logits`` (a network run at a reduced size) are upsampled bilinearly and then
+    argmax-ed; ``labels`` at another size are resized nearest-neighbour.
+    """
+    if outputs.get("logits") is not None:
+        return SegmentationResult(labels=labels_from_logits(outputs["logits"], input_hw))
+    labels = to_numpy(outputs["labels"])
+    if labels.ndim == 3:
+        labels = labels[0]
+    if labels.dtype != np.uint8:
+        labels = labels.astype(np.uint8)
+    if labels.shape != tuple(input_hw):
+        labels = resize_labels(labels, input_hw)
+    return SegmentationResult(labels=np.ascontiguousarray(labels))
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an ``(h, w)`` uint8 label map to ``size = (H, W)``."""
+    h, w = labels.shape
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def detection_result(outputs: dict, input_hw: tuple[int, int], net_hw: tuple[int, int],
+                     score_threshold: float = 0.0, max_detections: int | None = None
+                     ) -> DetectionResult:
+    """Padded ``boxes/scores/labels[/num_detections]`` -> :class:`DetectionResult`.
+
+    Boxes are scaled from the network input ``net_hw`` to ``input_hw`` and clipped;
+    detections below ``score_threshold`` are dropped; at most ``max_detections`` are kept,
+    sorted by descending score.
+    """
+    boxes = to_numpy(outputs["boxes"]).astype(np.float32).reshape(-1, 4)
+    scores = to_numpy(outputs["scores"]).astype(np.float32).reshape(-1)
+    labels = to_numpy(outputs["labels"]).reshape(-1).astype(np.int64)
+    count = len(scores)
+    if outputs.get("num_detections") is not None:
+        count = min(count, int(to_numpy(outputs["num_detections"]).reshape(-1)[0]))
+    boxes, scores, labels = boxes[:count], scores[:count], labels[:count]
+    keep = (labels >= 0) & (scores >= score_threshold)
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    order = np.argsort(-scores, kind="stable")
+    if max_detections is not None:
+        order = order[:max_detections]
+    boxes, scores, labels = boxes[order], scores[order], labels[order]
+    (ih, iw), (nh, nw) = input_hw, net_hw
+    if (ih, iw) != (nh, nw):
+        boxes = boxes * np.array([iw / nw, ih / nh, iw / nw, ih / nh], np.float32)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, iw)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, ih)
+    return DetectionResult(boxes=np.ascontiguousarray(boxes, np.float32),
+                           scores=np.ascontiguousarray(scores), class_ids=labels)

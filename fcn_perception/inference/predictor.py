@@ -1,0 +1,261 @@
+"""One Predictor API for segmentation and detection over every backend.
+
+    >>> import fcn_perception
+    >>> seg = fcn_perception.load_predictor("segmentation")          # shipped weights
+    >>> seg(rgb).labels                      # (H, W) uint8 class ids at input resolution
+    >>> det = fcn_perception.load_predictor("detection", backend="onnxruntime-cpu")
+    >>> r = det(rgb); r.boxes, r.scores, r.class_ids   # input pixels, x1 y1 x2 y2
+
+A Predictor is preprocess (card mean/std, resize policy) -> backend -> postprocess.
+``weights`` may be a ``.safetensors``/``.pt`` file with its card beside it, an ``.onnx``
+file (card embedded or beside it) or a TensorRT ``.engine``/``.plan`` (card beside it).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fcn_perception.inference.backends import (
+    AUTO_ORDER,
+    Backend,
+    BackendUnavailable,
+    canonical_name,
+    cuda_available,
+    unavailable_reason,
+)
+from fcn_perception.inference.contract import ModelFileError, check_task
+from fcn_perception.inference.postprocess import detection_result, segmentation_result
+from fcn_perception.inference.preprocess import InputSpec, Preprocessor
+from fcn_perception.inference.results import DetectionResult, SegmentationResult
+from fcn_perception.weights_io import DEFAULT_WEIGHTS, WeightsError, read_card
+
+log = logging.getLogger("fcn_perception.inference")
+
+TORCH_SUFFIXES = (".safetensors", ".pt", ".pth")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+ENGINE_OPTIONS = {"profile", "calibration_images", "calibrator", "calibration_limit",
+                  "cache_dir", "rebuild", "workspace"}
+
+
+def resolve_weights(task: str, weights: str | Path | None) -> tuple[str, Path]:
+    """``(kind, path)`` with kind ``"torch"``, ``"onnx"`` or ``"engine"``."""
+    check_task(task)
+    if weights is None:
+        path = DEFAULT_WEIGHTS[task]
+        if not path.is_file():
+            raise WeightsError(
+                f"no weights given and the default {task} weights {path} are not installed; "
+                "pass weights=<.safetensors | .onnx | .engine file>"
+            )
+    else:
+        path = Path(weights).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in TORCH_SUFFIXES:
+        kind = "torch"
+    elif suffix == ".onnx":
+        kind = "onnx"
+    elif suffix in ENGINE_SUFFIXES:
+        kind = "engine"
+    else:
+        raise WeightsError(
+            f"do not know how to load {path}: expected a weights file "
+            f"({', '.join(TORCH_SUFFIXES)}), an ONNX file (.onnx) or a TensorRT engine "
+            f"({', '.join(ENGINE_SUFFIXES)})"
+        )
+    if not path.is_file():
+        what = {"torch": "weights file", "onnx": "ONNX file", "engine": "TensorRT engine"}[kind]
+        error = WeightsError if kind == "torch" else ModelFileError
+        raise error(f"{what} {path} does not exist")
+    return kind, path
+
+
+class Predictor:
+    """Callable: ``predictor(rgb)`` with ``rgb`` an ``(H, W, 3)`` uint8 array.
+
+    Attributes: ``task``, ``card`` (the model card), ``classes``, ``palette``,
+    ``backend`` (the :class:`~fcn_perception.inference.backends.Backend`),
+    ``backend_name`` (e.g. ``"onnxruntime-cpu"``), ``source`` (the file it runs).
+    """
+
+    def __init__(self, task: str, backend: Backend, card: dict, source: Path,
+                 score_threshold: float | None = None, max_detections: int | None = None):
+        self.task = check_task(task)
+        self.backend = backend
+        self.card = card
+        self.source = Path(source)
+        self.spec = InputSpec.from_card(card)
+        self.pre = Preprocessor(self.spec)
+        self.classes = list(card.get("classes", []))
+        self.palette = card.get("palette")
+        self.score_threshold = float(score_threshold or 0.0)
+        self.max_detections = max_detections
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def __repr__(self) -> str:
+        return (f"Predictor(task={self.task!r}, backend={self.backend.describe()!r}, "
+                f"source={str(self.source)!r})")
+
+    def __call__(self, rgb: np.ndarray) -> SegmentationResult | DetectionResult:
+        start = time.perf_counter()
+        img, input_hw, net_hw = self.pre.prepare(rgb)
+        outputs = self.backend.infer(img, net_hw)
+        if self.task == "segmentation":
+            result = segmentation_result(outputs, input_hw)
+        else:
+            result = detection_result(outputs, input_hw, net_hw, self.score_threshold,
+                                      self.max_detections)
+        result.latency_ms = (time.perf_counter() - start) * 1000.0
+        return result
+
+    def warmup(self, height: int = 360, width: int = 480, runs: int = 1) -> None:
+        """Run a blank frame (first runs allocate memory and pick kernels)."""
+        frame = np.zeros((height, width, 3), np.uint8)
+        for _ in range(runs):
+            self(frame)
+
+
+def _card_for(kind: str, path: Path, task: str) -> dict:
+    if kind == "torch":
+        card = read_card(path)
+    elif kind == "onnx":
+        from fcn_perception.inference.export import check_onnx
+
+        card = check_onnx(path, task)
+    else:
+        from fcn_perception.inference.engine_cache import read_sidecar
+
+        card = (read_sidecar(path) or {}).get("card")
+        if card is None:
+            try:
+                card = read_card(path)
+            except WeightsError as exc:
+                raise ModelFileError(
+                    f"TensorRT engine {path} needs its model card: the sidecar "
+                    f"{path.name}.json written by `fcn-perception build-engine`, or {exc}"
+                ) from exc
+    if card.get("task", task) != task:
+        raise WeightsError(f"{path} holds a {card.get('task')} model, not a {task} model")
+    return card
+
+
+def build_backend(name: str, task: str, kind: str, path: Path, card: dict,
+                  precision: str | None = None, num_threads: int | None = None,
+                  **trt_options) -> Backend:
+    """Construct concrete backend ``name`` for a resolved model file."""
+    spec = InputSpec.from_card(card)
+    if name.startswith("torch"):
+        if kind != "torch":
+            raise BackendUnavailable(
+                f"{name} needs a weights file ({', '.join(TORCH_SUFFIXES)}), not {path.name}"
+            )
+        from fcn_perception.inference.backends.torch_backend import TorchBackend
+        from fcn_perception.inference.export import load_model
+
+        model, _ = load_model(path, task)
+        if num_threads and name == "torch-cpu":
+            import torch
+
+            torch.set_num_threads(int(num_threads))
+        return TorchBackend(model, task, spec, device=name.split("-", 1)[1], precision=precision)
+    if kind == "engine" and name != "tensorrt":
+        raise BackendUnavailable(f"{name} cannot run a TensorRT engine ({path.name})")
+    if name.startswith("onnxruntime"):
+        reason = unavailable_reason(name)
+        if reason:
+            raise BackendUnavailable(f"{name}: {reason}")
+        from fcn_perception.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from fcn_perception.inference.export import cached_onnx
+
+        onnx_path = path if kind == "onnx" else cached_onnx(path, task)
+        return OnnxRuntimeBackend(onnx_path, task, spec, device=name.split("-", 1)[1],
+                                  precision=precision, num_threads=num_threads,
+                                  calibration_images=trt_options.get("calibration_images"),
+                                  calibrator=trt_options.get("calibrator", "minmax"))
+    if name == "tensorrt":
+        reason = unavailable_reason(name)
+        if reason:
+            raise BackendUnavailable(f"tensorrt: {reason}")
+        from fcn_perception.inference.backends.tensorrt_backend import TensorRTBackend
+
+        if kind == "engine":
+            return TensorRTBackend.from_engine(path, task, spec)
+        from fcn_perception.inference.export import cached_onnx
+
+        onnx_path = path if kind == "onnx" else cached_onnx(path, task)
+        return TensorRTBackend.from_onnx(onnx_path, task, spec, precision=precision or "fp16",
+                                         card=card, **trt_options)
+    raise ValueError(f"unknown backend {name!r}")
+
+
+def load_predictor(task: str, backend: str = "auto", weights: str | Path | None = None,
+                   precision: str | None = None, num_threads: int | None = None,
+                   score_threshold: float | None = None, max_detections: int | None = None,
+                   **trt_options) -> Predictor:
+    """Build a :class:`Predictor`.
+
+    Args:
+        task: ``"segmentation"`` or ``"detection"``.
+        backend: ``"auto"`` or a name from :mod:`fcn_perception.inference.backends`.
+            ``auto`` tries TensorRT, ONNX Runtime CUDA, torch CUDA, then ONNX Runtime CPU
+            (torch CPU if onnxruntime is missing) and logs its choice.
+        weights: model file; None uses the shipped default for ``task``.
+        precision: ``"fp32"``, ``"fp16"`` or ``"int8"`` (None: the backend's default:
+            fp16 for TensorRT and torch CUDA, fp32 elsewhere).
+        num_threads: CPU threads (default: the physical cores).
+        score_threshold, max_detections: detection filtering on top of the model's own.
+        trt_options: ``calibration_images`` (a folder; int8 on TensorRT or onnxruntime-cpu)
+            and ``calibrator`` (``"entropy"`` or ``"minmax"``); for TensorRT also
+            ``profile`` (an
+            :class:`~fcn_perception.inference.engine_cache.Profile` or
+            ``"MINxMIN:OPTxOPT:MAXxMAX"``), ``cache_dir``, ``rebuild``.
+    """
+    check_task(task)
+    unknown = sorted(set(trt_options) - ENGINE_OPTIONS)
+    if unknown:
+        raise TypeError(f"load_predictor got unknown options {unknown}; engine/calibration "
+                        f"options are {sorted(ENGINE_OPTIONS)}")
+    kind, path = resolve_weights(task, weights)
+    card = _card_for(kind, path, task)
+    name = canonical_name(backend)
+    if name == "torch":
+        name = "torch-cuda" if cuda_available() else "torch-cpu"
+    elif name == "onnxruntime":
+        name = "onnxruntime-cpu" if unavailable_reason("onnxruntime-cuda") else "onnxruntime-cuda"
+    kwargs = dict(precision=precision, num_threads=num_threads, **trt_options)
+    if name != "auto":
+        chosen = build_backend(name, task, kind, path, card, **kwargs)
+    else:
+        skipped = []
+        chosen = None
+        for candidate in AUTO_ORDER:
+            reason = unavailable_reason(candidate)
+            if reason is None and candidate.startswith("torch") and kind != "torch":
+                reason = f"needs a weights file, not {path.suffix}"
+            if reason is None and kind == "engine" and candidate != "tensorrt":
+                reason = "cannot run a TensorRT engine"
+            if reason is not None:
+                skipped.append((candidate, reason))
+                continue
+            try:
+                chosen = build_backend(candidate, task, kind, path, card, **kwargs)
+                break
+            except BackendUnavailable as exc:
+                skipped.append((candidate, str(exc)))
+                log.warning("backend auto: %s could not start (%s); trying the next", candidate,
+                            exc)
+        if chosen is None:
+            raise BackendUnavailable(
+                "backend auto found nothing that runs " + str(path) + ": "
+                + "; ".join(f"{n}: {r}" for n, r in skipped)
+            )
+        log.info("backend auto -> %s for %s (%s)%s", chosen.describe(), task, path.name,
+                 "".join(f"; skipped {n}: {r}" for n, r in skipped))
+    return Predictor(task, chosen, card, path, score_threshold=score_threshold,
+                     max_detections=max_detections)
+

@@ -1,0 +1,401 @@
+"""Predictor API, backends (torch vs ONNX Runtime parity on CamVid), auto-selection,
+odd sizes and bad input.  Helpers here are imported by the other inference tests."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fcn_perception
+from fcn_perception.inference import backends as backends_mod
+from fcn_perception.inference.contract import ImageError, ModelFileError
+from fcn_perception.weights_io import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    WeightsError,
+    save_state_dict,
+    write_card,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SEG_ARCH = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 11}
+
+
+def camvid_frames(count: int = 3) -> list[np.ndarray]:
+    """Real CamVid val frames: ../shared/camvid (project layout) or the packaged sample."""
+    from PIL import Image
+
+    for folder in (ROOT.parent / "shared" / "camvid" / "val",
+                   ROOT / "fcn_perception" / "data" / "camvid_sample" / "val"):
+        files = sorted(folder.glob("*.png"))
+        if files:
+            step = max(1, len(files) // count)
+            return [np.asarray(Image.open(f).convert("RGB")) for f in files[::step][:count]]
+    pytest.skip("no CamVid frames found (../shared/camvid or the packaged sample)")
+
+
+def _card(task: str, arch: dict, size=None) -> dict:
+    return {"task": task, "architecture": arch,
+            "classes": [f"c{i}" for i in range(int(arch["num_classes"]))],
+            "input": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "size": size}}
+
+
+def make_segmentation_weights(folder: Path, name: str = "seg", size=None, seed: int = 0) -> Path:
+    """A random but non-degenerate FCN-8s ResNet-18 (BN statistics and skip layers set,
+    so the label map has structure and argmax ties are as rare as in a trained net)."""
+    from fcn_perception.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(SEG_ARCH)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+        for layer in (model.score_s16, model.score_s8):
+            torch.nn.init.normal_(layer.weight, std=0.05)
+            torch.nn.init.normal_(layer.bias, std=0.1)
+    path = folder / f"{name}.safetensors"
+    save_state_dict(model.state_dict(), path)
+    write_card(_card("segmentation", SEG_ARCH, size), path)
+    return path
+
+
+def make_detection_weights(folder: Path, name: str = "det", seed: int = 0) -> Path:
+    """A random R-FCN whose RPN and class maps are scaled up so it detects things."""
+    from fcn_perception.models import build_model
+    from fcn_perception.models.rfcn import architecture
+
+    arch = architecture(num_classes=3)
+    torch.manual_seed(seed)
+    model = build_model(arch)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.ps_cls.weight, std=0.5)
+        torch.nn.init.normal_(model.rpn_cls.weight, std=0.5)
+    path = folder / f"{name}.safetensors"
+    save_state_dict(model.state_dict(), path)
+    write_card(_card("detection", arch), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def inference_cache(tmp_path_factory):
+    """Point the export/engine cache at a temporary folder for the whole session."""
+    folder = tmp_path_factory.mktemp("fcn_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FCN_PERCEPTION_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def seg_weights(tmp_path_factory, inference_cache) -> Path:
+    return make_segmentation_weights(tmp_path_factory.mktemp("seg"))
+
+
+@pytest.fixture(scope="session")
+def det_weights(tmp_path_factory, inference_cache) -> Path:
+    return make_detection_weights(tmp_path_factory.mktemp("det"))
+
+
+@pytest.fixture(scope="session")
+def seg_pair(seg_weights):
+    return (fcn_perception.load_predictor("segmentation", "torch-cpu", seg_weights),
+            fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", seg_weights))
+
+
+@pytest.fixture(scope="session")
+def det_pair(det_weights):
+    return (fcn_perception.load_predictor("detection", "torch-cpu", det_weights),
+            fcn_perception.load_predictor("detection", "onnxruntime-cpu", det_weights))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+
+
+def assert_detections_match(ref, other, iou: float = 0.99, score_tol: float = 1e-3):
+    """Every detection of ``ref`` has one in ``other`` of the same class with IoU >= iou."""
+    assert len(ref) > 0, "the reference found nothing: the test would prove nothing"
+    assert abs(len(ref) - len(other)) <= max(1, len(ref) // 50), (len(ref), len(other))
+    ious = box_iou(ref.boxes, other.boxes) if len(other) else np.zeros((len(ref), 0))
+    unmatched = []
+    for i in range(len(ref)):
+        same = (other.class_ids == ref.class_ids[i]) & (ious[i] >= iou) & (
+            np.abs(other.scores - ref.scores[i]) <= score_tol)
+        if not same.any():
+            unmatched.append(i)
+    # near-ties at the NMS/score thresholds may flip a rare low-score box, nothing else
+    assert len(unmatched) <= max(1, len(ref) // 50), (
+        f"{len(unmatched)} of {len(ref)} detections unmatched, e.g. "
+        f"{ref.boxes[unmatched[:3]]} {ref.scores[unmatched[:3]]}")
+
+
+# --------------------------------------------------------------------------- parity
+def test_segmentation_onnxruntime_matches_torch_on_camvid(seg_pair):
+    torch_p, ort_p = seg_pair
+    assert torch_p.backend_name == "torch-cpu" and ort_p.backend_name == "onnxruntime-cpu"
+    for frame in camvid_frames(3):
+        a, b = torch_p(frame), ort_p(frame)
+        assert a.labels.shape == frame.shape[:2] and a.labels.dtype == np.uint8
+        assert b.labels.shape == frame.shape[:2] and b.labels.dtype == np.uint8
+        assert len(np.unique(a.labels)) >= 3, "degenerate label map: parity would be trivial"
+        assert (a.labels == b.labels).mean() >= 0.999
+
+
+def test_detection_onnxruntime_matches_torch_on_camvid(det_pair):
+    torch_p, ort_p = det_pair
+    for frame in camvid_frames(2):
+        a, b = torch_p(frame), ort_p(frame)
+        for r in (a, b):
+            assert r.boxes.dtype == np.float32 and r.boxes.shape == (len(r), 4)
+            assert r.class_ids.dtype == np.int64 and r.scores.dtype == np.float32
+            assert np.all(np.diff(r.scores) <= 0), "scores must be sorted descending"
+            assert np.all(r.boxes[:, 2] <= frame.shape[1]) and np.all(r.boxes[:, 3] <= frame.shape[0])
+        assert_detections_match(a, b)
+
+
+# --------------------------------------------------------------------------- sizes
+def odd_image(hw) -> np.ndarray:
+    from fcn_perception.inference.preprocess import resize_rgb
+
+    return resize_rgb(camvid_frames(1)[0], hw)
+
+
+@pytest.mark.parametrize("hw", [(97, 131), (361, 479), (33, 65), (1, 1), (240, 17)])
+def test_odd_sizes_round_trip_segmentation(seg_pair, hw):
+    img = odd_image(hw)
+    for p in seg_pair:
+        labels = p(img).labels
+        assert labels.shape == hw and labels.dtype == np.uint8
+
+
+@pytest.mark.parametrize("hw", [(97, 131), (361, 479)])
+def test_odd_sizes_detection_boxes_inside_image(det_pair, hw):
+    img = odd_image(hw)
+    for p in det_pair:
+        r = p(img)
+        assert r.boxes.shape == (len(r), 4)
+        if len(r):
+            assert r.boxes[:, [0, 2]].max() <= hw[1] and r.boxes[:, [1, 3]].max() <= hw[0]
+            assert (r.boxes >= 0).all()
+
+
+def test_fixed_input_size_maps_back_to_input_resolution(tmp_path, seg_weights):
+    weights = tmp_path / "fixed.safetensors"  # same weights (cached ONNX reused), new card
+    weights.write_bytes(seg_weights.read_bytes())
+    card = json.loads(seg_weights.with_suffix(".json").read_text())
+    card["input"]["size"] = [64, 96]
+    weights.with_suffix(".json").write_text(json.dumps(card))
+    for backend in ("torch-cpu", "onnxruntime-cpu"):
+        p = fcn_perception.load_predictor("segmentation", backend, weights)
+        for hw in ((360, 480), (97, 131)):
+            assert p(np.zeros((*hw, 3), np.uint8)).labels.shape == hw
+
+
+def test_reduced_size_network_upsamples_scores_like_training(seg_weights, tmp_path):
+    """A card with input.size: resize (bilinear, antialias), run, upsample the scores
+    bilinearly to the frame and argmax there (training/train_segmentation.confusion_on)."""
+    import torch.nn.functional as F
+
+    from fcn_perception.inference.export import load_model
+    from fcn_perception.inference.preprocess import InputSpec, normalize_torch
+
+    weights = tmp_path / "small.safetensors"
+    weights.write_bytes(seg_weights.read_bytes())
+    card = json.loads(seg_weights.with_suffix(".json").read_text())
+    card["input"]["size"] = [180, 240]
+    weights.with_suffix(".json").write_text(json.dumps(card))
+    model, _ = load_model(weights)
+    spec = InputSpec.from_card(card)
+    preds = [fcn_perception.load_predictor("segmentation", b, weights)
+             for b in ("torch-cpu", "onnxruntime-cpu")]
+    for frame in camvid_frames(2):
+        with torch.no_grad():
+            x = normalize_torch(torch.from_numpy(frame.copy())[None], spec.mean, spec.std)
+            x = F.interpolate(x, size=(180, 240), mode="bilinear", antialias=True)
+            logits = F.interpolate(model(x), size=frame.shape[:2], mode="bilinear")
+            ref = logits.argmax(1)[0].numpy()
+        for p in preds:
+            labels = p(frame).labels
+            assert labels.shape == frame.shape[:2]
+            assert (labels == ref).mean() >= 0.999, p.backend_name
+
+
+def test_detection_boxes_scale_back_with_a_fixed_size():
+    from fcn_perception.inference.postprocess import detection_result
+
+    out = {"boxes": np.array([[10, 20, 30, 40], [0, 0, 0, 0]], np.float32),
+           "scores": np.array([0.9, 0.0], np.float32), "labels": np.array([2, -1]),
+           "num_detections": np.array(1)}
+    r = detection_result(out, input_hw=(200, 300), net_hw=(100, 100))
+    assert len(r) == 1 and r.class_ids.tolist() == [2]
+    np.testing.assert_allclose(r.boxes[0], [30, 40, 90, 80])
+    assert len(detection_result(out, (100, 100), (100, 100), score_threshold=0.95)) == 0
+
+
+# --------------------------------------------------------------------------- selection
+def expected_auto_choice() -> str:
+    for name in backends_mod.AUTO_ORDER:
+        if backends_mod.unavailable_reason(name) is None:
+            return name
+    raise AssertionError("nothing available")
+
+
+def test_auto_selection_on_this_machine_and_logged(seg_weights, caplog):
+    with caplog.at_level(logging.INFO, logger="fcn_perception.inference"):
+        p = fcn_perception.load_predictor("segmentation", weights=seg_weights)
+    assert p.backend_name == expected_auto_choice()
+    if not torch.cuda.is_available():
+        assert p.backend_name == "onnxruntime-cpu"
+    msg = [r.getMessage() for r in caplog.records if "backend auto ->" in r.getMessage()]
+    assert msg and p.backend_name in msg[0]
+
+
+def test_auto_falls_back_to_torch_without_onnxruntime(seg_weights, monkeypatch):
+    real = backends_mod.unavailable_reason
+    monkeypatch.setattr(backends_mod, "unavailable_reason",
+                        lambda n: "pretend missing" if n.startswith(("onnx", "tensorrt"))
+                        or n == "torch-cuda" else real(n))
+    from fcn_perception.inference import predictor
+
+    monkeypatch.setattr(predictor, "unavailable_reason", backends_mod.unavailable_reason)
+    p = fcn_perception.load_predictor("segmentation", weights=seg_weights)
+    assert p.backend_name == "torch-cpu"
+
+
+def test_auto_order_is_tensorrt_ort_cuda_torch_cuda_ort_cpu():
+    assert backends_mod.AUTO_ORDER[:4] == ("tensorrt", "onnxruntime-cuda", "torch-cuda",
+                                           "onnxruntime-cpu")
+
+
+def test_unknown_backend_and_unavailable_backend(seg_weights):
+    with pytest.raises(ValueError, match="unknown backend"):
+        fcn_perception.load_predictor("segmentation", "openvino", seg_weights)
+    if backends_mod.unavailable_reason("tensorrt"):
+        with pytest.raises(backends_mod.BackendUnavailable, match="tensorrt"):
+            fcn_perception.load_predictor("segmentation", "tensorrt", seg_weights)
+
+
+def test_onnx_file_as_weights_uses_embedded_card(seg_weights, seg_pair, tmp_path):
+    from fcn_perception.inference.export import cached_onnx
+
+    onnx_path = tmp_path / "model.onnx"
+    onnx_path.write_bytes(cached_onnx(seg_weights).read_bytes())  # no .json beside it
+    p = fcn_perception.load_predictor("segmentation", weights=onnx_path)
+    assert p.backend_name.startswith("onnxruntime") and p.classes[:2] == ["c0", "c1"]
+    frame = camvid_frames(1)[0]
+    assert (p(frame).labels == seg_pair[1](frame).labels).all()
+    with pytest.raises(backends_mod.BackendUnavailable, match="weights file"):
+        fcn_perception.load_predictor("segmentation", "torch-cpu", onnx_path)
+
+
+def test_default_weights_are_used_when_none_given(seg_weights, monkeypatch, tmp_path):
+    from fcn_perception.inference import predictor
+
+    monkeypatch.setitem(predictor.DEFAULT_WEIGHTS, "segmentation", tmp_path / "absent.safetensors")
+    with pytest.raises(WeightsError, match="default segmentation weights"):
+        fcn_perception.load_predictor("segmentation")
+    monkeypatch.setitem(predictor.DEFAULT_WEIGHTS, "segmentation", seg_weights)
+    p = fcn_perception.load_predictor("segmentation", "torch-cpu")
+    assert p.source == seg_weights
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((8, 8, 3), np.float32), "dtype uint8"),
+    (np.zeros((8, 8), np.uint8), r"\(H, W, 3\).*grey"),
+    (np.zeros((8, 8, 4), np.uint8), "RGBA"),
+    (np.zeros((3, 8, 8), np.uint8), "channels first"),
+    (np.zeros((0, 8, 3), np.uint8), "non-empty"),
+    ([[1, 2, 3]], "numpy array"),
+])
+def test_bad_images_say_what_was_expected(seg_pair, bad, match):
+    for p in seg_pair:
+        with pytest.raises(ImageError, match=match):
+            p(bad)
+
+
+def test_non_contiguous_and_readonly_images_work(seg_pair):
+    frame = camvid_frames(1)[0][::2, ::2]
+    frame.flags.writeable = False
+    for p in seg_pair:
+        assert p(frame).labels.shape == frame.shape[:2]
+
+
+def test_missing_and_corrupt_model_files(tmp_path, seg_weights):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        fcn_perception.load_predictor("segmentation", weights=tmp_path / "nope.onnx")
+    with pytest.raises(WeightsError, match="does not exist"):
+        fcn_perception.load_predictor("segmentation", weights=tmp_path / "nope.safetensors")
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"this is not a protobuf at all" * 10)
+    with pytest.raises(ModelFileError, match="corrupt.onnx"):
+        fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", bad)
+    with pytest.raises(WeightsError, match="do not know how to load"):
+        fcn_perception.load_predictor("segmentation", weights=tmp_path / "model.bin")
+    with pytest.raises(WeightsError, match="segmentation model"):
+        fcn_perception.load_predictor("detection", "torch-cpu", seg_weights)
+
+
+def _tiny_onnx(path: Path, input_name: str, output_name: str, argmax: bool) -> Path:
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            y = torch.nn.functional.conv2d(x, torch.ones(4, 3, 1, 1))
+            return y.argmax(1).to(torch.uint8) if argmax else y
+
+    torch.onnx.export(Net(), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False,
+                      input_names=[input_name], output_names=[output_name], opset_version=17)
+    card = _card("segmentation", SEG_ARCH)
+    path.with_suffix(".json").write_text(json.dumps(card))
+    return path
+
+
+def test_mismatched_onnx_names_what_was_expected(tmp_path):
+    wrong_input = _tiny_onnx(tmp_path / "a.onnx", "input", "labels", True)
+    with pytest.raises(ModelFileError, match=r"'input'.*expected exactly one named 'image'"):
+        fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", wrong_input)
+    logits = _tiny_onnx(tmp_path / "b.onnx", "image", "labels", False)
+    with pytest.raises(ModelFileError, match="integer type"):
+        fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", logits)
+    named = _tiny_onnx(tmp_path / "c.onnx", "image", "out", True)
+    with pytest.raises(ModelFileError, match=r"missing \['labels'\].*Expected input 'image'"):
+        fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", named)
+    ok = _tiny_onnx(tmp_path / "d.onnx", "image", "labels", True)
+    with pytest.raises(ModelFileError, match="detection contract"):
+        fcn_perception.load_predictor("detection", "onnxruntime-cpu", ok)
+
+
+# --------------------------------------------------------------------------- torch backend
+def test_batchnorm_fusion_is_exact(seg_weights):
+    from fcn_perception.inference.backends.torch_backend import fuse_batchnorm
+    from fcn_perception.inference.export import load_model
+
+    model, _ = load_model(seg_weights)
+    fused, _ = load_model(seg_weights)
+    assert fuse_batchnorm(fused) == 20  # ResNet-18: stem 1 + 8 blocks x 2 + 3 downsamples
+    x = torch.randn(1, 3, 67, 91)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_backends_agree_with_cpu(seg_weights, seg_pair):
+    frame = camvid_frames(1)[0]
+    ref = seg_pair[0](frame).labels
+    for backend in ("torch-cuda", "onnxruntime-cuda"):
+        if backends_mod.unavailable_reason(backend):
+            continue
+        p = fcn_perception.load_predictor("segmentation", backend, seg_weights)
+        agree = (p(frame).labels == ref).mean()
+        assert agree >= (0.99 if p.backend.precision == "fp16" else 0.999), (backend, agree)
