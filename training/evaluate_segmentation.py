@@ -74,7 +74,7 @@ def eval_main(args: argparse.Namespace) -> int:
     dataset = CamVid(args.data, args.split, num_classes=len(predictor.classes))
     scores, conf = evaluate_segmentation(predictor, dataset)
     pictures = write_outputs(scores, conf, predictor.classes, predictor.palette, args.json)
-    print(f"{len(dataset)} frames, backend {predictor.backend}")
+    print(f"{len(dataset)} frames, backend {predictor.backend_name}")
     for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"):
         print(f"  {key:15s} {scores[key]:.4f}")
     for name, iou in scores["per_class_iou"].items():
