@@ -70,6 +70,21 @@ def seed_epoch(seed: int, epoch: int) -> torch.Generator:
     return gen
 
 
+def epoch_loader(dataset, batch_size: int, seed: int, epoch: int, dist: DistInfo,
+                 workers: int = 0, **loader_kwargs):
+    """The training DataLoader of ``epoch``: RNGs reseeded from ``(seed, epoch)`` first, a
+    DistributedSampler under torchrun, else a seeded shuffle; incomplete batches dropped."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    gen = seed_epoch(seed, epoch)
+    sampler = None
+    if dist.world_size > 1:
+        sampler = DistributedSampler(dataset, seed=seed, drop_last=True)
+        sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                      drop_last=True, num_workers=workers, generator=gen, **loader_kwargs)
+
+
 def poly_lr(optimizer: torch.optim.Optimizer, total_iters: int, power: float = 0.9,
             warmup_iters: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up then poly decay to zero at ``total_iters``."""

@@ -26,7 +26,7 @@ from fcn_perception.training.metrics import ConfusionMatrix
 from fcn_perception.training.transforms import SegmentationTransform
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from fcn_perception.models import SEGMENTATION_ARCHS, build_model
@@ -159,14 +159,8 @@ def train(args: argparse.Namespace) -> dict:
         print(f"resumed from {Path(args.out) / 'last.pt'} at epoch {start}", file=sys.stderr)
 
     for epoch in range(start, args.epochs):
-        gen = engine.seed_epoch(args.seed, epoch)
-        sampler = None
-        if dist.world_size > 1:
-            sampler = DistributedSampler(train_set, seed=args.seed, drop_last=True)
-            sampler.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None,
-                            sampler=sampler, drop_last=True, num_workers=args.workers,
-                            generator=gen, pin_memory=cuda)
+        loader = engine.epoch_loader(train_set, args.batch_size, args.seed, epoch, dist,
+                                     args.workers, pin_memory=cuda)
         model.train()
         t0, total, seen = time.time(), 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist.is_main,

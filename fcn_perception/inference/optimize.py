@@ -97,18 +97,9 @@ class FCNLabels(nn.Module):
         self.fcn = fcn.eval()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        from fcn_perception.models.upsample import crop_to
-
         fcn = self.fcn
         height, width = image.shape[-2], image.shape[-1]
-        feats = fcn.backbone(image)
-        score = fcn.score_s32(feats["s32"])
-        if fcn.variant in ("fcn16s", "fcn8s"):
-            skip = fcn.score_s16(feats["s16"])
-            score = crop_to(fcn.up_s32(score), skip.shape[-2], skip.shape[-1]) + skip
-        if fcn.variant == "fcn8s":
-            skip = fcn.score_s8(feats["s8"])
-            score = crop_to(fcn.up_s16(score), skip.shape[-2], skip.shape[-1]) + skip
+        score = fcn.fused_scores(image)
         up = fcn.up_final
         s = up.scale
         phases = up.conv(F.pad(score, up.padding))  # (N, C*s*s, h, w), channel c*s*s + ry*s + rx

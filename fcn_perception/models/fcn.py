@@ -53,8 +53,9 @@ class FCN(nn.Module):
         nn.init.zeros_(conv.bias)
         return conv
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2], x.shape[-1]
+    def fused_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Skip-fused scores before the final upsampling: ``(N, C, ceil(H/s), ceil(W/s))``
+        with ``s`` = 32, 16 or 8 for FCN-32s, -16s, -8s."""
         feats = self.backbone(x)
         score = self.score_s32(feats["s32"])
         if self.variant in ("fcn16s", "fcn8s"):
@@ -63,4 +64,7 @@ class FCN(nn.Module):
         if self.variant == "fcn8s":
             skip = self.score_s8(feats["s8"])
             score = crop_to(self.up_s16(score), skip.shape[-2], skip.shape[-1]) + skip
-        return crop_to(self.up_final(score), height, width)
+        return score
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return crop_to(self.up_final(self.fused_scores(x)), x.shape[-2], x.shape[-1])
