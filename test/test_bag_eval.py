@@ -21,11 +21,11 @@ def write_random_weights(folder: Path, seed: int = 0) -> dict[str, Path]:
     """Random-initialised FCN-8s (ResNet-18, run at 180x240) and R-FCN (ResNet-18) with
     model cards like the shipped ones."""
     import torch
-    from fcn_perception.training.boxes import derivation_rule
-    from fcn_perception.training.camvid import CLASSES, PALETTE
 
     from fcn_perception.models import build_model
     from fcn_perception.models.rfcn import architecture
+    from fcn_perception.training.boxes import derivation_rule
+    from fcn_perception.training.camvid import CLASSES, PALETTE
     from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
 
     folder.mkdir(parents=True, exist_ok=True)

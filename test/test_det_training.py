@@ -94,8 +94,6 @@ def test_init_backbone_and_frozen_layers(tmp_path):
     assert adapter.model.training and not bb.layer3[0].bn1.training
 
 
-@pytest.mark.skipif(not DEFAULT_WEIGHTS["detection"].is_file(),
-                    reason="the shipped detector is not in this checkout")
 def test_shipped_detector_evaluates_without_weights_argument(tmp_path):
     card = read_card(DEFAULT_WEIGHTS["detection"])
     assert card["task"] == "detection" and card["architecture"]["name"] == "rfcn"

@@ -1,6 +1,7 @@
 """Segmentation metrics against hand-computed confusion matrices."""
 import numpy as np
 import pytest
+
 from fcn_perception.training.losses import class_frequencies, median_frequency_weights
 from fcn_perception.training.metrics import ConfusionMatrix, segmentation_scores
 

@@ -14,10 +14,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
 from fcn_perception.training.camvid import CamVid
 from fcn_perception.training.metrics import ConfusionMatrix
 from fcn_perception.training.plots import plot_confusion, plot_iou_bars
-from tqdm import tqdm
 
 
 def evaluate_segmentation(predictor, dataset: CamVid, progress: bool = True):

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+
 from fcn_perception.training.train_detection import add_common_args, train_loop
 
 # R-FCN's proposal and RoI budgets (fcn_perception.models.rfcn.DEFAULTS), so that both
@@ -68,7 +69,6 @@ class FasterRCNNAdapter:
     def finish(self, run_dir: Path, config: dict, train_src, val_src, device) -> dict:
         from fcn_perception.training.det_metrics import plot_pr_curves
         from fcn_perception.training.evaluate_detection import evaluate_model
-
         from fcn_perception.weights_io import save_state_dict
 
         state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
@@ -105,10 +105,10 @@ def bench_main(argv=None) -> int:
     """``python -m fcn_perception.training.peer_fasterrcnn bench --rfcn W --peer W``:
     eager PyTorch ms/frame of both detectors on one CamVid frame (1 image per call)."""
     import numpy as np
-    from fcn_perception.training.det_data import image_tensor
-    from fcn_perception.training.evaluate_detection import load_detector
     from PIL import Image
 
+    from fcn_perception.training.det_data import image_tensor
+    from fcn_perception.training.evaluate_detection import load_detector
     from fcn_perception.weights_io import load_state_dict
 
     p = argparse.ArgumentParser(description=bench_main.__doc__.split("\n")[0])

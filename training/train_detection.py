@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
+from tqdm import tqdm
+
 from fcn_perception.training import engine
 from fcn_perception.training.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
 from fcn_perception.training.det_data import (
@@ -38,10 +41,6 @@ from fcn_perception.training.det_data import (
     open_detection_split,
 )
 from fcn_perception.training.evaluate_detection import evaluate_model
-from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
-
 from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD
 
 RFCN_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -151,9 +150,8 @@ class RFCNAdapter:
 
     def finish(self, run_dir: Path, config: dict, train_src, val_src, device) -> dict:
         """``model.safetensors`` (fp16) + card from ``best.pt``, scored on val in fp16."""
-        from fcn_perception.training.det_metrics import plot_pr_curves
-
         from fcn_perception.models import build_model
+        from fcn_perception.training.det_metrics import plot_pr_curves
         from fcn_perception.weights_io import load_weights_into, save_state_dict, write_card
 
         state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
@@ -230,14 +228,8 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
         print(f"resumed from {Path(args.out) / 'last.pt'} at epoch {start}", file=sys.stderr)
 
     for epoch in range(start, args.epochs):
-        gen = engine.seed_epoch(args.seed, epoch)
-        sampler = None
-        if dist.world_size > 1:
-            sampler = DistributedSampler(train_set, seed=args.seed, drop_last=True)
-            sampler.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None,
-                            sampler=sampler, drop_last=True, num_workers=args.workers,
-                            generator=gen, collate_fn=collate)
+        loader = engine.epoch_loader(train_set, args.batch_size, args.seed, epoch, dist,
+                                     args.workers, collate_fn=collate)
         adapter.train_mode(model)
         t0, sums, seen = time.time(), {}, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist.is_main,

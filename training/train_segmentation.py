@@ -19,11 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fcn_perception.training import engine
-from fcn_perception.training.camvid import CamVid
-from fcn_perception.training.losses import class_frequencies, median_frequency_weights
-from fcn_perception.training.metrics import ConfusionMatrix
-from fcn_perception.training.transforms import SegmentationTransform
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
@@ -31,6 +26,11 @@ from tqdm import tqdm
 
 from fcn_perception.models import SEGMENTATION_ARCHS, build_model
 from fcn_perception.models.backbones import BACKBONES
+from fcn_perception.training import engine
+from fcn_perception.training.camvid import CamVid
+from fcn_perception.training.losses import class_frequencies, median_frequency_weights
+from fcn_perception.training.metrics import ConfusionMatrix
+from fcn_perception.training.transforms import SegmentationTransform
 from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
 
 
