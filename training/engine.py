@@ -70,6 +70,20 @@ def seed_epoch(seed: int, epoch: int) -> torch.Generator:
     return gen
 
 
+def add_run_args(p) -> None:
+    """Arguments every training command shares: device, threads, seed, resume, logging."""
+    import argparse
+
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--limit-val", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-tensorboard", action="store_true")
+
+
 def epoch_loader(dataset, batch_size: int, seed: int, epoch: int, dist: DistInfo,
                  workers: int = 0, **loader_kwargs):
     """The training DataLoader of ``epoch``: RNGs reseeded from ``(seed, epoch)`` first, a

@@ -74,14 +74,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="run the network at this size (frames are resized, scores upsampled "
                         "back); default: native resolution. Recorded in the model card")
     p.add_argument("--val-every", type=int, default=1)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--limit-val", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--no-tensorboard", action="store_true")
+    engine.add_run_args(p)
 
 
 @torch.inference_mode()
