@@ -21,19 +21,14 @@ def plot_confusion(matrix: np.ndarray, class_names, path: str | Path,
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
-    ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
     for i in range(k):
         for j in range(k):
             if norm[i, j] >= 0.005:
                 ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, "predicted", title, path)
 
 
 def plot_iou_bars(per_class_iou: dict, path: str | Path, palette=None,
@@ -54,12 +49,7 @@ def plot_iou_bars(per_class_iou: dict, path: str | Path, palette=None,
     valid = [v for v in per_class_iou.values() if v is not None]
     if valid:
         ax.axvline(float(np.mean(valid)), color="gray", ls="--", lw=1)
-    ax.set_xlabel("IoU")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, "IoU", title, path)
 
 
 def plot_latency_histogram(latencies_ms, path: str | Path, title: str = "Latency") -> Path:
@@ -72,8 +62,13 @@ def plot_latency_histogram(latencies_ms, path: str | Path, title: str = "Latency
             v = float(np.percentile(lat, q))
             ax.axvline(v, color="black", ls=style, lw=1, label=f"p{q} {v:.1f} ms")
         ax.legend()
-    ax.set_xlabel("ms per frame")
     ax.set_ylabel("frames")
+    return _save(fig, ax, "ms per frame", title, path)
+
+
+def _save(fig, ax, xlabel: str, title: str, path: str | Path) -> Path:
+    """Label, title, lay out, write (PNG by the path's suffix) and close a figure."""
+    ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
