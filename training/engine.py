@@ -135,9 +135,14 @@ class RunDir:
 
             self.writer = SummaryWriter(str(self.path / "tensorboard"))
 
-    def log_epoch(self, epoch: int, metrics: dict) -> None:
+    def log_epoch(self, epoch: int, metrics: dict, epochs: int | None = None) -> None:
+        """Append a row to ``metrics.jsonl``, TensorBoard and the console."""
         if not self.is_main:
             return
+        from tqdm import tqdm
+
+        msg = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        tqdm.write(f"epoch {epoch + 1}/{epochs or '?'} {msg}")
         row = {"epoch": epoch, "time": time.time(), **metrics}
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")

@@ -255,11 +255,8 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
                         if v is not None})
             is_best = s["map50"] > best
             best = max(best, s["map50"])
-        run.log_epoch(epoch, row)  # before the checkpoint: a resume truncates redone rows
+        run.log_epoch(epoch, row, args.epochs)  # before the checkpoint: a resume truncates redone rows
         ckpt.save(epoch, model, optimizer, scheduler, None, best, is_best)
-        if dist.is_main:
-            msg = " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float))
-            tqdm.write(f"epoch {epoch + 1}/{args.epochs} {msg}")
 
     summary = {}
     if dist.is_main:

@@ -183,11 +183,8 @@ def train(args: argparse.Namespace) -> dict:
                         ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")})
             is_best = scores["mean_iou"] > best
             best = max(best, scores["mean_iou"])
-        run.log_epoch(epoch, row)  # before the checkpoint: a resume truncates re-done rows
+        run.log_epoch(epoch, row, args.epochs)  # before the checkpoint: a resume truncates re-done rows
         ckpt.save(epoch, model, optimizer, scheduler, scaler, best, is_best)
-        if dist.is_main:
-            msg = " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float))
-            tqdm.write(f"epoch {epoch + 1}/{args.epochs} {msg}")
 
     summary = {}
     if dist.is_main:
