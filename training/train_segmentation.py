@@ -27,11 +27,17 @@ from tqdm import tqdm
 from fcn_perception.models import SEGMENTATION_ARCHS, build_model
 from fcn_perception.models.backbones import BACKBONES
 from fcn_perception.training import engine
-from fcn_perception.training.camvid import CamVid
+from fcn_perception.training.camvid import PALETTE, CamVid
 from fcn_perception.training.losses import class_frequencies, median_frequency_weights
 from fcn_perception.training.metrics import ConfusionMatrix
 from fcn_perception.training.transforms import SegmentationTransform
-from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
+from fcn_perception.weights_io import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    load_weights_into,
+    save_state_dict,
+    write_card,
+)
 
 
 class CachedSegmentationSet(Dataset):
@@ -198,16 +204,11 @@ def train(args: argparse.Namespace) -> dict:
 def export_best(run_dir, arch: dict, classes, val_set, num_classes: int, ignore: int,
                 device, config: dict) -> dict:
     """Write ``model.safetensors`` (fp16) + card from ``best.pt``, scored on val in fp16."""
-    from fcn_perception.training.camvid import PALETTE
-
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     weights = run_dir / "model.safetensors"
     save_state_dict(state["model"], weights, half=True)
-    model = build_model(arch).to(device)
-    from fcn_perception.weights_io import load_weights_into
-
-    load_weights_into(model, weights)
+    model = load_weights_into(build_model(arch).to(device), weights)
     size = config.get("input_size")
     scores = confusion_on(model, val_set, num_classes, ignore, device, size, "val (fp16 export)")
     metrics = scores.scores(classes)
