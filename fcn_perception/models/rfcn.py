@@ -1,29 +1,21 @@
 """R-FCN: region-based fully convolutional detector (Dai, Li, He, Sun 2016).
 
-Pipeline (one stride-16 feature map, as in the paper):
+Composed like torchvision's ``GeneralizedRCNN``: backbone -> neck -> RPN -> head.
 
-* **Backbone**: a torchvision ResNet (ResNet-18 by default, ResNet-34/50/101 too).
-  ``neck="fuse"`` (default, cheap): ``relu(1x1(layer3) + upsample(1x1(layer4)))``, an
-  FPN-style top-down step that keeps layer4's context at stride 16.
-  ``neck="dilated"`` (the paper's choice): layer4's stride is removed and its 3x3
-  convolutions dilated by 2 ("a trous"), so layer4 itself is at stride 16 (about 1.7x
-  the backbone cost of ``fuse`` for ResNet-18).
-* **RPN**: 3x3 conv + ReLU, then per cell ``A = len(sizes) * len(ratios)`` (9) objectness
-  logits and ``4A`` box deltas.  Training: anchors with IoU >= 0.7 to a ground-truth
-  box are positive (and each box's best anchors), < 0.3 negative; 256 anchors per
-  image, at most half positive; binary cross-entropy and smooth-L1.  Proposals:
-  top-scoring decoded anchors, clipped, NMS 0.7, the best ``post_nms`` kept.
-* **Head**: 1x1 conv + ReLU to ``head_channels``, then position-sensitive score maps
-  ``k*k*(C+1)`` and class-agnostic position-sensitive regression maps ``4*k*k`` (k=3).
-  PSRoI average pooling (:func:`fcn_perception.models.psroi.ps_roi_pool`) gives
-  ``(R, C+1, k, k)`` and ``(R, 4, k, k)``; voting averages the ``k*k`` bins; softmax
-  gives class probabilities; the box deltas refine each proposal (weights 10,10,5,5).
-  Training: proposals (plus the ground-truth boxes) with IoU >= 0.5 are foreground,
-  others background; 128 RoIs per image with at most 25% foreground, or with
-  ``ohem=True`` online hard example mining (all RoIs are scored, the 128 with the
-  highest loss are back-propagated; cheap here because the per-RoI head is free).
-* **Output**: per-class score threshold, per-class NMS (0.3) via the coordinate-offset
-  trick of :func:`torchvision.ops.batched_nms`, the best ``max_detections`` kept.
+* **Backbone** (:mod:`fcn_perception.models.backbones`): EfficientNet-Lite0 with
+  ImageNet weights by default, or a torchvision ResNet.
+* **Neck** (:class:`FeatureFusion`), one shared feature map:
+  ``"fuse8"`` (default): stride 8, ``relu(l8 + up(l16 + up(l32)))`` with 1x1 laterals
+  (FPN-style top-down, bilinear upsampling), which keeps small road objects (median
+  height 36-50 px at 360x480) several cells tall;
+  ``"fuse"``: the same at stride 16 (``s16 + up(s32)``);
+  ``"dilated"`` (the paper's choice): the stride-32 stage loses its stride and is
+  dilated ("a trous"), so the backbone's last map itself is at stride 16.
+* **RPN** (:class:`fcn_perception.models.rpn.RegionProposalNetwork`): 9 anchors per
+  cell (3 sizes x 3 height/width ratios).
+* **Head** (:class:`fcn_perception.models.ps_roi_head.PSRoIHead`): k=3
+  position-sensitive score and regression maps, PSRoI pooling, voting, softmax, box
+  decoding, per-class NMS.
 
 Classes: ``num_classes`` foreground classes; detections' ``labels`` are ``0..C-1``
 (index into the model card's ``classes``); the background is internal.
@@ -39,24 +31,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, nms, remove_small_boxes
 
-from fcn_perception.models.anchors import AnchorGenerator
-from fcn_perception.models.backbones import RESNETS, build_backbone
-from fcn_perception.models.box_coder import BoxCoder, match_boxes, sample_labels
-from fcn_perception.models.psroi import ps_roi_pool
+from fcn_perception.models.backbones import build_backbone
+from fcn_perception.models.ps_roi_head import PSRoIHead
+from fcn_perception.models.rpn import RegionProposalNetwork
 
-STRIDE = 16
+NECK_STRIDES = {"fuse8": 8, "fuse": 16, "dilated": 16}
 DEFAULTS = {
     "name": "rfcn",
-    "backbone": "resnet18",
+    "backbone": "efficientnet_lite0",
     "num_classes": 3,
-    "neck": "fuse",
-    "feature_channels": 256,
-    "head_channels": 512,
+    "neck": "fuse8",
+    "feature_channels": 128,
+    "head_channels": 256,
     "k": 3,
-    "anchor_sizes": [20, 50, 125],
-    "aspect_ratios": [0.5, 1.0, 2.0],
+    "anchor_sizes": [18, 40, 100],
+    "aspect_ratios": [0.55, 1.25, 3.4],
     "rpn_pre_nms_top_n_train": 2000,
     "rpn_post_nms_top_n_train": 300,
     "rpn_pre_nms_top_n_test": 1000,
@@ -77,7 +67,7 @@ DEFAULTS = {
 }
 
 
-def _dilate_last_stage(layer: nn.Module) -> None:
+def _dilate_resnet_stage(layer: nn.Module) -> None:
     """Remove the stride of a ResNet stage and dilate its 3x3 convolutions by 2."""
     for m in layer.modules():
         if isinstance(m, nn.Conv2d):
@@ -92,18 +82,31 @@ def _shape_hw(x: torch.Tensor) -> torch.Tensor:
     return torch._shape_as_tensor(x)[2:4].to(torch.float32)
 
 
-def _topk_count(x: torch.Tensor, k: int):
-    """``min(k, len(x))`` that stays dynamic when traced for ONNX."""
-    if not torch.jit.is_tracing():
-        return min(k, x.shape[0])
-    n = torch._shape_as_tensor(x)[0:1]
-    return torch.min(torch.cat([torch.tensor([k], dtype=n.dtype), n]))
+class FeatureFusion(nn.Module):
+    """Top-down fusion of backbone taps into one map at the finest of ``levels``.
 
+    ``levels`` coarse to fine, e.g. ``("s32", "s16", "s8")``: 1x1 laterals to
+    ``channels``, each coarser sum upsampled bilinearly to the next finer tap's size
+    and added, ReLU at the end.  One level: ReLU of its lateral.
+    Shapes: taps dict -> ``(N, channels, H_f, W_f)`` of the finest level.
+    """
 
-def _clip(boxes: torch.Tensor, hw: torch.Tensor) -> torch.Tensor:
-    x = torch.minimum(boxes[:, 0::2].clamp(min=0), hw[1])
-    y = torch.minimum(boxes[:, 1::2].clamp(min=0), hw[0])
-    return torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)
+    def __init__(self, in_channels: dict[str, int], levels: tuple[str, ...], channels: int) -> None:
+        super().__init__()
+        self.levels = tuple(levels)
+        self.laterals = nn.ModuleDict({lv: nn.Conv2d(in_channels[lv], channels, 1)
+                                       for lv in self.levels})
+        for m in self.laterals.values():
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+    def forward(self, taps: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.laterals[self.levels[0]](taps[self.levels[0]])
+        for lv in self.levels[1:]:
+            lat = self.laterals[lv](taps[lv])
+            out = lat + F.interpolate(out, size=lat.shape[-2:], mode="bilinear",
+                                      align_corners=False)
+        return F.relu(out)
 
 
 class RFCN(nn.Module):
@@ -115,7 +118,8 @@ class RFCN(nn.Module):
       ``x1, y1, x2, y2`` pixels and ``labels`` ``(G,)`` int64 in ``0..C-1``): returns a
       dict of losses ``rpn_cls``, ``rpn_box``, ``cls``, ``box``;
     * inference: returns one dict per image with ``boxes`` ``(D, 4)``, ``scores``
-      ``(D,)`` and ``labels`` ``(D,)`` (``D <= max_detections``, sorted by score).
+      ``(D,)``, ``labels`` ``(D,)`` and ``class_scores`` ``(D, C)`` (``D <=
+      max_detections``, sorted by score).
 
     ``images`` is ``(N, 3, H, W)``, normalised; ``image_sizes`` (``[(h, w), ...]``)
     gives each image's size inside a zero-padded batch (default: the whole tensor).
@@ -127,198 +131,58 @@ class RFCN(nn.Module):
         if unknown:
             raise ValueError(f"unknown R-FCN options {unknown}; known: {sorted(DEFAULTS)}")
         c = {**DEFAULTS, **cfg}
+        if c["neck"] not in NECK_STRIDES:
+            raise ValueError(f"unknown neck {c['neck']!r}; expected one of {sorted(NECK_STRIDES)}")
         self.cfg = c
         self.num_classes = int(num_classes)
-        self.k = int(c["k"])
+        self.stride = NECK_STRIDES[c["neck"]]
         self.backbone = backbone
         ch = backbone.channels
-        if c["neck"] == "fuse":
-            fc = int(c["feature_channels"])
-            self.lateral16 = nn.Conv2d(ch["s16"], fc, 1)
-            self.lateral32 = nn.Conv2d(ch["s32"], fc, 1)
-        elif c["neck"] == "dilated":
-            _dilate_last_stage(backbone.layer4)
-            fc = ch["s32"]
+        if c["neck"] == "dilated":
+            if hasattr(backbone, "dilate_s32"):
+                backbone.dilate_s32()
+            else:
+                _dilate_resnet_stage(backbone.layer4)
+            self.neck = FeatureFusion(ch, ("s32",), int(c["feature_channels"]))
         else:
-            raise ValueError(f"unknown neck {c['neck']!r}; expected 'fuse' or 'dilated'")
-        self.anchor_generator = AnchorGenerator(c["anchor_sizes"], c["aspect_ratios"], STRIDE)
-        a = self.anchor_generator.num_anchors
-        self.rpn_conv = nn.Conv2d(fc, fc, 3, padding=1)
-        self.rpn_cls = nn.Conv2d(fc, a, 1)
-        self.rpn_reg = nn.Conv2d(fc, 4 * a, 1)
-        hc = int(c["head_channels"])
-        self.conv_new = nn.Conv2d(fc, hc, 1)
-        self.ps_cls = nn.Conv2d(hc, self.k * self.k * (self.num_classes + 1), 1)
-        self.ps_reg = nn.Conv2d(hc, 4 * self.k * self.k, 1)
-        for m in (self.rpn_conv, self.rpn_cls, self.rpn_reg, self.ps_cls, self.ps_reg):
-            nn.init.normal_(m.weight, std=0.01)
-            nn.init.zeros_(m.bias)
-        for m in (self.conv_new, *([self.lateral16, self.lateral32] if c["neck"] == "fuse" else [])):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-        self.rpn_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
-        self.head_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+            levels = ("s32", "s16", "s8") if c["neck"] == "fuse8" else ("s32", "s16")
+            self.neck = FeatureFusion(ch, levels, int(c["feature_channels"]))
+        fc = int(c["feature_channels"])
+        self.rpn = RegionProposalNetwork(
+            fc, c["anchor_sizes"], c["aspect_ratios"], self.stride,
+            c["rpn_pre_nms_top_n_train"], c["rpn_post_nms_top_n_train"],
+            c["rpn_pre_nms_top_n_test"], c["rpn_post_nms_top_n_test"], c["rpn_nms_thresh"],
+            c["rpn_batch_size"], c["rpn_positive_fraction"], c["rpn_fg_iou"], c["rpn_bg_iou"],
+            c["min_box_size"])
+        self.head = PSRoIHead(
+            fc, self.num_classes, self.stride, int(c["head_channels"]), int(c["k"]),
+            c["roi_batch_size"], c["roi_positive_fraction"], c["roi_fg_iou"], c["ohem"],
+            c["score_thresh"], c["nms_thresh"], c["max_detections"], c["min_box_size"])
 
-    # ---------------------------------------------------------------- features
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        taps = self.backbone(images)
-        if self.cfg["neck"] == "dilated":
-            return taps["s32"]
-        s16 = taps["s16"]
-        top = F.interpolate(self.lateral32(taps["s32"]), size=s16.shape[-2:], mode="nearest")
-        return F.relu(self.lateral16(s16) + top)
+        """The shared map ``(N, feature_channels, ceil(H/stride), ceil(W/stride))``."""
+        return self.neck(self.backbone(images))
 
-    # ---------------------------------------------------------------- RPN
-    def _rpn(self, feat: torch.Tensor):
-        n = feat.shape[0]
-        t = F.relu(self.rpn_conv(feat))
-        obj = self.rpn_cls(t).permute(0, 2, 3, 1).reshape(n, -1)
-        reg = self.rpn_reg(t)
-        a = self.anchor_generator.num_anchors
-        reg = reg.reshape(n, a, 4, reg.shape[-2], reg.shape[-1]).permute(0, 3, 4, 1, 2)
-        return obj, reg.reshape(n, -1, 4)
-
-    def _proposals(self, anchors, obj, reg, hw, training: bool) -> torch.Tensor:
-        c = self.cfg
-        pre = c["rpn_pre_nms_top_n_train" if training else "rpn_pre_nms_top_n_test"]
-        post = c["rpn_post_nms_top_n_train" if training else "rpn_post_nms_top_n_test"]
-        scores, idx = obj.topk(_topk_count(obj, pre))
-        boxes = _clip(self.rpn_coder.decode(reg[idx], anchors[idx]), hw)
-        keep = remove_small_boxes(boxes, float(c["min_box_size"]))
-        boxes, scores = boxes[keep], scores[keep]
-        keep = nms(boxes, scores, float(c["rpn_nms_thresh"]))[:post]
-        return boxes[keep]
-
-    def _rpn_loss(self, anchors, obj, reg, gt_boxes):
-        c = self.cfg
-        matched = match_boxes(anchors, gt_boxes, c["rpn_fg_iou"], c["rpn_bg_iou"], True)
-        pos, neg = sample_labels(matched, c["rpn_batch_size"], c["rpn_positive_fraction"])
-        sampled = torch.cat([pos, neg])
-        target = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]).to(obj.dtype)
-        cls = F.binary_cross_entropy_with_logits(obj[sampled], target, reduction="sum")
-        box = reg.sum() * 0.0  # keeps every parameter in the graph (DDP) without positives
-        if pos.numel():
-            t = self.rpn_coder.encode(gt_boxes[matched[pos]], anchors[pos])
-            box = F.smooth_l1_loss(reg[pos], t, beta=1 / 9, reduction="sum")
-        n = max(sampled.numel(), 1)
-        return cls / n, box / n
-
-    # ---------------------------------------------------------------- head
-    def _head(self, feat: torch.Tensor, rois: torch.Tensor):
-        """Voted class logits ``(R, C+1)`` and box deltas ``(R, 4)`` for ``(R, 5)`` RoIs."""
-        t = F.relu(self.conv_new(feat))
-        scale = 1.0 / STRIDE
-        cls = ps_roi_pool(self.ps_cls(t), rois, self.k, scale, include_last=True)
-        reg = ps_roi_pool(self.ps_reg(t), rois, self.k, scale, include_last=True)
-        return cls.mean(dim=(2, 3)), reg.mean(dim=(2, 3))
-
-    def _roi_targets(self, proposals, gt_boxes, gt_labels):
-        c = self.cfg
-        rois = torch.cat([proposals, gt_boxes]) if gt_boxes.numel() else proposals
-        matched = match_boxes(rois, gt_boxes, c["roi_fg_iou"], c["roi_fg_iou"], False)
-        if not c["ohem"]:
-            pos, neg = sample_labels(matched, c["roi_batch_size"], c["roi_positive_fraction"])
-            keep = torch.cat([pos, neg])
-            rois, matched = rois[keep], matched[keep]
-        fg = matched >= 0
-        labels = torch.zeros_like(matched)
-        labels[fg] = gt_labels[matched[fg]] + 1
-        targets = torch.zeros_like(rois)
-        if fg.any():
-            targets[fg] = self.head_coder.encode(gt_boxes[matched[fg]], rois[fg])
-        return rois, labels, targets
-
-    def _head_loss(self, cls, reg, labels, targets, counts):
-        ce = F.cross_entropy(cls, labels, reduction="none")
-        fg = (labels > 0).to(reg.dtype)[:, None]
-        l1 = (F.smooth_l1_loss(reg, targets, beta=1 / 9, reduction="none") * fg).sum(dim=1)
-        if self.cfg["ohem"]:  # keep the hardest RoIs of each image
-            b = int(self.cfg["roi_batch_size"])
-            keep, start = [], 0
-            for n in counts:
-                loss = (ce[start:start + n] + l1[start:start + n]).detach()
-                keep.append(loss.topk(min(b, n)).indices + start)
-                start += n
-            keep = torch.cat(keep)
-            ce, l1 = ce[keep], l1[keep]
-        n = max(ce.numel(), 1)
-        return ce.sum() / n, l1.sum() / n
-
-    # ---------------------------------------------------------------- forward
     def forward(self, images: torch.Tensor, targets: list[dict] | None = None,
                 image_sizes: list[tuple[int, int]] | None = None):
         if self.training and targets is None:
             raise ValueError("R-FCN in training mode needs targets (boxes and labels)")
         feat = self.features(images)
-        anchors = self.anchor_generator(feat)
-        obj, reg = self._rpn(feat)
-        n = images.shape[0]
         full_hw = _shape_hw(images)
         hws = [full_hw if image_sizes is None else
                torch.tensor(image_sizes[i], dtype=torch.float32, device=images.device)
-               for i in range(n)]
-        training = targets is not None
-        proposals = [self._proposals(anchors, obj[i].detach(), reg[i].detach(), hws[i], training)
-                     for i in range(n)]
-        if training:
-            return self._losses(feat, anchors, obj, reg, proposals, targets)
-        rois = torch.cat([
-            torch.cat([torch.full_like(p[:, :1], i), p], dim=1) for i, p in enumerate(proposals)
-        ])
-        cls, deltas = self._head(feat, rois)
-        out, start = [], 0
-        for i, p in enumerate(proposals):
-            count = p.shape[0]
-            out.append(self._detections(cls[start:start + count], deltas[start:start + count],
-                                        p, hws[i]))
-            start = start + count
-        return out
-
-    def _losses(self, feat, anchors, obj, reg, proposals, targets):
-        rpn_cls, rpn_box, all_rois, all_labels, all_targets, counts = [], [], [], [], [], []
-        for i, t in enumerate(targets):
-            gt_boxes = t["boxes"].to(feat.dtype)
-            gt_labels = t["labels"].to(torch.int64)
-            lc, lb = self._rpn_loss(anchors, obj[i], reg[i], gt_boxes)
-            rpn_cls.append(lc)
-            rpn_box.append(lb)
-            rois, labels, tg = self._roi_targets(proposals[i], gt_boxes, gt_labels)
-            all_rois.append(torch.cat([torch.full_like(rois[:, :1], i), rois], dim=1))
-            all_labels.append(labels)
-            all_targets.append(tg)
-            counts.append(rois.shape[0])
-        cls, deltas = self._head(feat, torch.cat(all_rois))
-        head_cls, head_box = self._head_loss(cls, deltas, torch.cat(all_labels),
-                                             torch.cat(all_targets), counts)
-        return {
-            "rpn_cls": torch.stack(rpn_cls).mean(),
-            "rpn_box": torch.stack(rpn_box).mean(),
-            "cls": head_cls,
-            "box": head_box,
-        }
-
-    def _detections(self, cls, deltas, proposals, hw) -> dict:
-        c = self.cfg
-        num = self.num_classes
-        probs = F.softmax(cls, dim=1)[:, 1:]  # (R, C)
-        boxes = _clip(self.head_coder.decode(deltas, proposals), hw)
-        boxes = boxes[:, None, :].expand(-1, num, 4).reshape(-1, 4)
-        scores = probs.reshape(-1)
-        labels = torch.arange(num, device=cls.device).repeat(proposals.shape[0])
-        keep = torch.nonzero(scores > float(c["score_thresh"])).flatten()
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = remove_small_boxes(boxes, float(c["min_box_size"]))
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = batched_nms(boxes, scores, labels, float(c["nms_thresh"]))[: int(c["max_detections"])]
-        return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+               for i in range(images.shape[0])]
+        proposals, rpn_losses = self.rpn(feat, hws, targets)
+        out = self.head(feat, proposals, hws, targets)
+        return {**rpn_losses, **out} if targets is not None else out
 
 
 def build_rfcn(arch: dict, pretrained_backbone: str | Path | None = None) -> RFCN:
     """An :class:`RFCN` from a model card's ``architecture`` dict (see :data:`DEFAULTS`)."""
     cfg = {k: v for k, v in arch.items() if k not in ("name", "backbone", "num_classes")}
     name = arch.get("backbone", DEFAULTS["backbone"])
-    if name not in RESNETS:
-        raise ValueError(f"R-FCN needs a ResNet backbone ({sorted(RESNETS)}), got {name!r}")
+    if name == "vgg16":
+        raise ValueError("R-FCN needs a ResNet or EfficientNet-Lite backbone, got 'vgg16'")
     return RFCN(build_backbone(name, pretrained_backbone),
                 int(arch.get("num_classes", DEFAULTS["num_classes"])), **cfg)
 
@@ -355,12 +219,13 @@ class RFCNExport(nn.Module):
 
     Input ``image`` ``(1, 3, H, W)`` normalised.  Outputs, padded to
     ``max_detections`` rows: ``boxes`` ``(D, 4)`` float32, ``scores`` ``(D,)``
-    float32 (0 in padding), ``labels`` ``(D,)`` int64 (-1 in padding) and
-    ``num_detections`` ``()`` int64, the number of valid rows.
+    float32 (0 in padding), ``labels`` ``(D,)`` int64 (-1 in padding),
+    ``num_detections`` ``()`` int64, the number of valid rows, and ``class_scores``
+    ``(D, C)`` float32, each detection's class distribution (0 in padding).
     """
 
     INPUT_NAMES = ["image"]
-    OUTPUT_NAMES = ["boxes", "scores", "labels", "num_detections"]
+    OUTPUT_NAMES = ["boxes", "scores", "labels", "num_detections", "class_scores"]
 
     def __init__(self, model: RFCN) -> None:
         super().__init__()
@@ -373,8 +238,10 @@ class RFCNExport(nn.Module):
         boxes = torch.cat([det["boxes"], det["boxes"].new_zeros((d, 4))])[:d]
         scores = torch.cat([det["scores"], det["scores"].new_zeros((d,))])[:d]
         labels = torch.cat([det["labels"], det["labels"].new_full((d,), -1)])[:d]
+        dist = det["class_scores"]
+        dist = torch.cat([dist, dist.new_zeros((d, dist.shape[1]))])[:d]
         num = torch._shape_as_tensor(det["scores"])[0]
-        return boxes, scores, labels, num
+        return boxes, scores, labels, num, dist
 
 
 def export_onnx(model: RFCN, path: str | Path, height: int = 360, width: int = 480,
@@ -396,17 +263,18 @@ def export_onnx(model: RFCN, path: str | Path, height: int = 360, width: int = 4
             input_names=RFCNExport.INPUT_NAMES, output_names=RFCNExport.OUTPUT_NAMES,
             dynamic_axes={"image": {2: "height", 3: "width"}},
         )
-    _fix_output_shapes(path, wrapper.max_detections)
+    _fix_output_shapes(path, wrapper.max_detections, model.num_classes)
     return path
 
 
-def _fix_output_shapes(path: Path, max_detections: int) -> None:
+def _fix_output_shapes(path: Path, max_detections: int, num_classes: int) -> None:
     """Record the fixed output sizes (tracing leaves the padded slices symbolic)."""
     import onnx
 
     model = onnx.load(str(path))
     dims = {"boxes": [max_detections, 4], "scores": [max_detections],
-            "labels": [max_detections], "num_detections": []}
+            "labels": [max_detections], "num_detections": [],
+            "class_scores": [max_detections, num_classes]}
     for out in model.graph.output:
         shape = out.type.tensor_type.shape
         for dim, value in zip(shape.dim, dims[out.name]):

@@ -8,7 +8,11 @@ suppresses more; one at or above it changes nothing (suppressed boxes are gone).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from fcn_perception.inference.results import DetectionResult
 
 
 def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
@@ -35,15 +39,15 @@ def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
     return np.asarray(keep, np.int64)
 
 
-def filter_detections(boxes, scores, class_ids, *, score_threshold: float = 0.0,
+def filter_detections(result: DetectionResult, *, score_threshold: float = 0.0,
                       allowed: np.ndarray | None = None, nms_threshold: float | None = None,
-                      max_detections: int | None = None):
-    """``(boxes, scores, class_ids)`` kept by score, class whitelist (``allowed`` ids or
+                      max_detections: int | None = None) -> DetectionResult:
+    """The detections of ``result`` kept by score, class whitelist (``allowed`` ids or
     None for all), an extra NMS (skipped when ``nms_threshold`` is None) and the count
-    limit, sorted by descending score."""
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    scores = np.asarray(scores, np.float32).reshape(-1)
-    class_ids = np.asarray(class_ids, np.int64).reshape(-1)
+    limit, sorted by descending score (class distributions follow their boxes)."""
+    boxes = np.asarray(result.boxes, np.float32).reshape(-1, 4)
+    scores = np.asarray(result.scores, np.float32).reshape(-1)
+    class_ids = np.asarray(result.class_ids, np.int64).reshape(-1)
     keep = scores >= score_threshold
     if allowed is not None:
         keep &= np.isin(class_ids, allowed)
@@ -53,4 +57,6 @@ def filter_detections(boxes, scores, class_ids, *, score_threshold: float = 0.0,
         idx = idx[nms_per_class(boxes[idx], scores[idx], class_ids[idx], nms_threshold)]
     if max_detections is not None:
         idx = idx[:max_detections]
-    return boxes[idx], scores[idx], class_ids[idx]
+    dist = None if result.class_scores is None else np.asarray(result.class_scores)[idx]
+    return dataclasses.replace(result, boxes=boxes[idx], scores=scores[idx],
+                               class_ids=class_ids[idx], class_scores=dist)
