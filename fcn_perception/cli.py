@@ -10,15 +10,13 @@ import argparse
 import importlib
 import sys
 
+from fcn_perception.errors import CommandError
+
 REGISTRARS = {
     "fcn_perception.training.cli": ("train", "evaluate"),
     "fcn_perception.inference.cli": ("export", "build-engine", "bench"),
     "fcn_perception.bag.cli": ("bag",),
 }
-
-
-class CommandError(Exception):
-    """A user error: printed as ``error: ...`` with exit status 2, no traceback."""
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -56,8 +54,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m fcn_perception.cli`: run the package module's main, so the exception
-    # classes are the ones the other modules import.
-    from fcn_perception.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

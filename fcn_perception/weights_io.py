@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from fcn_perception.errors import WeightsError
+
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = {
     "segmentation": PACKAGE_WEIGHTS / "fcn8s_resnet18_camvid.safetensors",
@@ -32,10 +34,6 @@ DEFAULT_WEIGHTS = {
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class WeightsError(ValueError):
-    """A weights file or model card is missing, unreadable or does not fit."""
 
 
 def sha256_of(path: str | Path) -> str:

@@ -10,7 +10,8 @@ import pytest
 from fcn_perception.bag import typestore as T
 from fcn_perception.bag.eval import DET_TOPIC, SEG_TOPIC, evaluate_bag
 from fcn_perception.bag.make import make_bag
-from fcn_perception.bag.read import Bag, BagError
+from fcn_perception.bag.read import Bag
+from fcn_perception.errors import BagError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
 FRAMES = 4

@@ -17,8 +17,9 @@ from fcn_perception.bag import typestore as T  # noqa: E402
 from fcn_perception.bag.eval import evaluate_bag  # noqa: E402
 from fcn_perception.bag.make import make_bag  # noqa: E402
 from fcn_perception.bag.play import play_bag  # noqa: E402
-from fcn_perception.bag.read import Bag, BagError  # noqa: E402
+from fcn_perception.bag.read import Bag  # noqa: E402
 from fcn_perception.bag.record import record  # noqa: E402
+from fcn_perception.errors import BagError  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
 BIN = Path(sys.executable).parent

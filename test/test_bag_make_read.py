@@ -10,7 +10,8 @@ from PIL import Image
 
 from fcn_perception.bag import typestore as T
 from fcn_perception.bag.make import COMPRESSED_TOPIC, IMAGE_TOPIC, LABEL_TOPIC, make_bag
-from fcn_perception.bag.read import Bag, BagError
+from fcn_perception.bag.read import Bag
+from fcn_perception.errors import BagError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fcn_perception.training.camvid import DatasetError
+from fcn_perception.errors import DatasetError
 from fcn_perception.training.det_data import (
     CamVidBoxes,
     DetectionTransform,

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 import fcn_perception
+from fcn_perception.errors import BackendUnavailable, ImageError, ModelFileError, WeightsError
 from fcn_perception.inference import backends as backends_mod
-from fcn_perception.inference.contract import ImageError, ModelFileError
 from fcn_perception.weights_io import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    WeightsError,
     save_state_dict,
     write_card,
 )
@@ -282,7 +281,7 @@ def test_unknown_backend_and_unavailable_backend(seg_weights):
     with pytest.raises(ValueError, match="unknown backend"):
         fcn_perception.load_predictor("segmentation", "openvino", seg_weights)
     if backends_mod.unavailable_reason("tensorrt"):
-        with pytest.raises(backends_mod.BackendUnavailable, match="tensorrt"):
+        with pytest.raises(BackendUnavailable, match="tensorrt"):
             fcn_perception.load_predictor("segmentation", "tensorrt", seg_weights)
 
 
@@ -295,7 +294,7 @@ def test_onnx_file_as_weights_uses_embedded_card(seg_weights, seg_pair, tmp_path
     assert p.backend_name.startswith("onnxruntime") and p.classes[:2] == ["c0", "c1"]
     frame = camvid_frames(1)[0]
     assert (p(frame).labels == seg_pair[1](frame).labels).all()
-    with pytest.raises(backends_mod.BackendUnavailable, match="weights file"):
+    with pytest.raises(BackendUnavailable, match="weights file"):
         fcn_perception.load_predictor("segmentation", "torch-cpu", onnx_path)
 
 

@@ -9,6 +9,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from fcn_perception.errors import WeightsError
 from fcn_perception.models import build_model
 from fcn_perception.models.anchors import AnchorGenerator
 from fcn_perception.models.box_coder import BoxCoder, match_boxes
@@ -18,7 +19,6 @@ from fcn_perception.training.boxes import derive_boxes
 from fcn_perception.weights_io import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    WeightsError,
     load_weights_into,
     save_state_dict,
 )

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from fcn_perception.errors import ConversionError
 from fcn_perception.ros import drawing, filtering, params
 from fcn_perception.ros.image_conversion import (
     ENCODINGS,
-    ConversionError,
     decode,
     decode_compressed,
     encode,

@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from fcn_perception.errors import DatasetError, WeightsError
 from fcn_perception.models import build_model
 from fcn_perception.training import train_segmentation as ts
-from fcn_perception.training.camvid import CamVid, DatasetError
+from fcn_perception.training.camvid import CamVid
 from fcn_perception.training.transforms import SegmentationTransform
-from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, WeightsError, load_weights_into
+from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, load_weights_into
 
 torch.set_num_threads(1)
 

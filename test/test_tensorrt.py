@@ -219,7 +219,7 @@ def test_detection_engine_matches_torch(det_weights, tmp_path):
 @requires_trt
 def test_auto_picks_tensorrt_and_bad_engines_are_explained(seg_weights, tmp_path):
     import fcn_perception
-    from fcn_perception.inference.contract import ModelFileError
+    from fcn_perception.errors import ModelFileError
 
     p = fcn_perception.load_predictor("segmentation", weights=seg_weights,
                                       profile="64x64:360x480:720x960")

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fcn_perception.errors import DatasetError
+
 CLASSES = (
     "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
     "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
@@ -29,10 +31,6 @@ PALETTE = (
 )
 IGNORE_INDEX = 11
 IGNORE_COLOR = (0, 0, 0)
-
-
-class DatasetError(ValueError):
-    """A dataset folder or split file is missing or malformed."""
 
 
 @dataclass(frozen=True)

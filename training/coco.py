@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn_perception.training.camvid import DatasetError
+from fcn_perception.errors import DatasetError
 
 
 class CocoBoxes:

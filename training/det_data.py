@@ -23,6 +23,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from fcn_perception.errors import DatasetError
 from fcn_perception.training.boxes import (
     DEFAULT_CONNECTIVITY,
     DEFAULT_MIN_AREA,
@@ -31,7 +32,7 @@ from fcn_perception.training.boxes import (
 )
 from fcn_perception.training.camvid import CLASSES as CAMVID_CLASSES
 from fcn_perception.training.camvid import PALETTE as CAMVID_PALETTE
-from fcn_perception.training.camvid import CamVid, DatasetError
+from fcn_perception.training.camvid import CamVid
 from fcn_perception.training.coco import CocoBoxes
 
 DEFAULT_CLASSES = ("Car", "Pedestrian", "Bicyclist")

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from fcn_perception.bag import typestore as T
-from fcn_perception.bag.read import Bag, BagError
+from fcn_perception.bag.read import Bag
+from fcn_perception.errors import BagError
 
 SEG_TOPIC = "/segmentation/labels"
 DET_TOPIC = "/detections"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fcn_perception.bag import typestore as T
+from fcn_perception.errors import BagError
 
 IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"
@@ -41,7 +42,6 @@ def make_bag(data_dir, split, out, rate: float = 10.0, compressed: bool = False,
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from fcn_perception.bag.read import BagError
     from fcn_perception.training.camvid import CamVid
 
     if rate <= 0:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fcn_perception.bag.read import Bag, BagError
+from fcn_perception.bag.read import Bag
+from fcn_perception.errors import BagError
 
 
 def ros_message_class(typename: str):

@@ -14,10 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fcn_perception.bag import typestore as T
-
-
-class BagError(ValueError):
-    """A bag that is missing, unreadable, or lacks what a command needs."""
+from fcn_perception.errors import BagError
 
 
 @dataclass

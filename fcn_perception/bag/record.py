@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fcn_perception.bag import typestore as T
-from fcn_perception.bag.read import BagError
+from fcn_perception.errors import BagError
 
 
 @dataclass

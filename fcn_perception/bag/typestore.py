@@ -13,12 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from fcn_perception.ros.image_conversion import (
-    ConversionError,
-    decode,
-    decode_compressed,
-    encode_compressed,
-)
+from fcn_perception.errors import ConversionError
+from fcn_perception.ros.image_conversion import decode, decode_compressed, encode_compressed
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -45,9 +41,6 @@ VISION_MSGS = {
         "std_msgs/Header header\nvision_msgs/VisionClass[] class_map\nfloat32 threshold\n"
     ),
 }
-
-EncodingError = ConversionError  # an image message the bag tools cannot read
-
 
 @lru_cache(maxsize=1)
 def get_typestore():
@@ -89,7 +82,7 @@ def image_msg(array: np.ndarray, stamp: int, frame_id: str):
     elif array.ndim == 3 and array.shape[2] == 3:
         encoding, channels = "rgb8", 3
     else:
-        raise EncodingError(f"expected an (H, W) or (H, W, 3) array, got shape {array.shape}")
+        raise ConversionError(f"expected an (H, W) or (H, W, 3) array, got shape {array.shape}")
     h, w = array.shape[:2]
     return msg_class(IMAGE)(
         header=header(stamp, frame_id), height=h, width=w, encoding=encoding,
@@ -115,7 +108,7 @@ def image_to_array(msg, msgtype: str = IMAGE) -> np.ndarray:
 def label_to_array(msg) -> np.ndarray:
     """``(H, W)`` uint8 class ids of a mono8 (or 8UC1) label Image."""
     if msg.encoding not in ("mono8", "8UC1"):
-        raise EncodingError(
+        raise ConversionError(
             f"a label image must be mono8 (one class id per pixel), got {msg.encoding!r}")
     return decode(msg.encoding, msg.height, msg.width, msg.step, 0, msg.data)[:, :, 0].copy()
 
@@ -173,7 +166,7 @@ def detections_from_msg(msg, class_names=None):
             try:
                 cls = int(cid)
             except ValueError as exc:
-                raise EncodingError(
+                raise ConversionError(
                     f"detection class_id {cid!r} is neither a class name "
                     f"({', '.join(index) or 'none given'}) nor a number"
                 ) from exc

@@ -5,6 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from fcn_perception.errors import BackendUnavailable, CommandError
+
 TASK_CHOICES = ("segmentation", "detection")
 
 
@@ -17,7 +19,6 @@ def _add_model_args(p: argparse.ArgumentParser, required_task: bool = False) -> 
 
 
 def _resolve(args) -> tuple[str, Path]:
-    from fcn_perception.cli import CommandError
     from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
 
     if args.weights is None:
@@ -35,7 +36,6 @@ def _resolve(args) -> tuple[str, Path]:
 
 def export_main(args) -> int:
     _setup_logging()
-    from fcn_perception.cli import CommandError
     from fcn_perception.inference.export import check_onnx, export_onnx, load_model, sha256_of
 
     task, weights = _resolve(args)
@@ -79,8 +79,6 @@ def export_main(args) -> int:
 
 def build_engine_main(args) -> int:
     _setup_logging()
-    from fcn_perception.cli import CommandError
-    from fcn_perception.inference.backends import BackendUnavailable
     from fcn_perception.inference.backends.tensorrt_backend import get_engine, tensorrt_unavailable
     from fcn_perception.inference.engine_cache import Profile
     from fcn_perception.inference.export import cached_onnx, check_onnx

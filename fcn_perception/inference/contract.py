@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from fcn_perception.errors import ModelFileError
+
 TASKS = ("segmentation", "detection")
 INPUT_NAME = "image"
 OUTPUTS = {
@@ -44,14 +46,6 @@ EXPECTED_TEXT = {
     "detection": "input 'image' float32 (1, 3, H, W); outputs 'boxes' float32 (D, 4), "
     "'scores' float32 (D,), 'labels' int64 (D,) and optionally 'num_detections' int64 ()",
 }
-
-
-class ModelFileError(ValueError):
-    """An ONNX file or TensorRT engine is missing, unreadable or does not fit the contract."""
-
-
-class ImageError(ValueError):
-    """An input image has the wrong type, dtype or shape."""
 
 
 @dataclass(frozen=True)

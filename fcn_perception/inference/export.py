@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fcn_perception.errors import ModelFileError, WeightsError
 from fcn_perception.inference.contract import (
     INPUT_NAME,
     OUTPUTS,
-    ModelFileError,
     TensorSpec,
     check_task,
     validate_io,
 )
-from fcn_perception.weights_io import WeightsError, load_weights_into, read_card, sha256_of
+from fcn_perception.weights_io import load_weights_into, read_card, sha256_of
 
 log = logging.getLogger("fcn_perception.inference")
 

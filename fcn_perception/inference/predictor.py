@@ -18,19 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
+from fcn_perception.errors import BackendUnavailable, ModelFileError, WeightsError
 from fcn_perception.inference.backends import (
     AUTO_ORDER,
     Backend,
-    BackendUnavailable,
     canonical_name,
     cuda_available,
     unavailable_reason,
 )
-from fcn_perception.inference.contract import ModelFileError, check_task
+from fcn_perception.inference.contract import check_task
 from fcn_perception.inference.postprocess import detection_result, segmentation_result
 from fcn_perception.inference.preprocess import InputSpec, Preprocessor
 from fcn_perception.inference.results import DetectionResult, SegmentationResult
-from fcn_perception.weights_io import DEFAULT_WEIGHTS, WeightsError, read_card
+from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
 
 log = logging.getLogger("fcn_perception.inference")
 

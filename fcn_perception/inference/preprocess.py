@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fcn_perception.inference.contract import ImageError
+from fcn_perception.errors import ImageError
 from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD
 
 

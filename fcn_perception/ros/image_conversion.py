@@ -16,6 +16,8 @@ import io
 
 import numpy as np
 
+from fcn_perception.errors import ConversionError
+
 #: encoding -> (channels, bytes per channel, channel order to RGB or None for mono)
 ENCODINGS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
     "rgb8": (3, 1, (0, 1, 2)),
@@ -34,10 +36,6 @@ ENCODINGS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
 
 #: largest side accepted (guards against absurd headers allocating huge buffers)
 MAX_SIDE = 16384
-
-
-class ConversionError(ValueError):
-    """A message that cannot be turned into an RGB image; the message says why."""
 
 
 def _as_bytes_view(data) -> np.ndarray:

@@ -30,9 +30,10 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from fcn_perception.errors import BackendUnavailable, ConversionError
 from fcn_perception.ros import drawing, messages, qos
 from fcn_perception.ros.filtering import filter_detections
-from fcn_perception.ros.image_conversion import ConversionError, decode, decode_compressed
+from fcn_perception.ros.image_conversion import decode, decode_compressed
 from fcn_perception.ros.latest_frame import FrameWorker
 from fcn_perception.ros.params import (
     NODES,
@@ -88,8 +89,6 @@ class TaskHead:
     def load(self) -> None:
         """Build the predictor from the parameters (trying each candidate backend that
         the backend/device pair allows) and warm it up."""
-        from fcn_perception.inference.backends import BackendUnavailable
-
         precision = self.param("precision")
         failures = []
         for name in backend_candidates(self.param("backend"), self.param("device")):

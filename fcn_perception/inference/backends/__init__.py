@@ -33,10 +33,6 @@ NAMES = ("auto", "onnxruntime", "torch", *CONCRETE)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class BackendUnavailable(RuntimeError):
-    """This backend cannot run here (a package, a GPU or an execution provider is missing)."""
-
-
 class Backend:
     """Base class: ``infer(rgb, net_hw)`` -> dict of contract outputs.
 

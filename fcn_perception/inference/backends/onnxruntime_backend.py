@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn_perception.inference.backends import Backend, BackendUnavailable, physical_cores
-from fcn_perception.inference.contract import ModelFileError, TensorSpec, validate_io
+from fcn_perception.errors import BackendUnavailable, ModelFileError
+from fcn_perception.inference.backends import Backend, physical_cores
+from fcn_perception.inference.contract import TensorSpec, validate_io
 from fcn_perception.inference.preprocess import InputSpec, Preprocessor, network_input_torch
 
 log = logging.getLogger("fcn_perception.inference")

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fcn_perception.errors import BackendUnavailable, ModelFileError
 from fcn_perception.inference import engine_cache as ec
-from fcn_perception.inference.backends import Backend, BackendUnavailable, cuda_available
-from fcn_perception.inference.contract import ModelFileError, TensorSpec, validate_io
+from fcn_perception.inference.backends import Backend, cuda_available
+from fcn_perception.inference.contract import TensorSpec, validate_io
 from fcn_perception.inference.preprocess import InputSpec, network_input_torch
 
 log = logging.getLogger("fcn_perception.inference")

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from fcn_perception.inference.backends import Backend, BackendUnavailable
+from fcn_perception.errors import BackendUnavailable
+from fcn_perception.inference.backends import Backend
 from fcn_perception.inference.export import export_module
 from fcn_perception.inference.preprocess import InputSpec, network_input_torch
 

@@ -1,0 +1,61 @@
+"""Every error type fcn_perception raises.
+
+The ``fcn-perception`` command prints a :class:`CommandError` or any ``ValueError`` (all
+the others but :class:`BackendUnavailable`: bad input, a file, a message) as
+``error: ...`` with exit status 2 and no traceback.  This module imports nothing, so
+any module may use it.
+
+* :class:`CommandError`: a user error on the command line
+* :class:`DatasetError`: a dataset folder, split file or annotation file
+* :class:`WeightsError`: a weights file or model card
+* :class:`ModelFileError`: an ONNX file or TensorRT engine
+* :class:`ImageError`: an image array given to a Predictor
+* :class:`ConversionError`: an image message (``sensor_msgs/Image``, ``CompressedImage``)
+* :class:`BagError`: a rosbag2 bag
+* :class:`BackendUnavailable`: a backend that cannot run on this machine
+"""
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "BagError",
+    "CommandError",
+    "ConversionError",
+    "DatasetError",
+    "ImageError",
+    "ModelFileError",
+    "WeightsError",
+]
+
+
+class CommandError(Exception):
+    """A user error: printed as ``error: ...`` with exit status 2, no traceback."""
+
+
+class DatasetError(ValueError):
+    """A dataset folder, split file or annotation file is missing or malformed."""
+
+
+class WeightsError(ValueError):
+    """A weights file or model card is missing, unreadable or does not fit."""
+
+
+class ModelFileError(ValueError):
+    """An ONNX file or TensorRT engine is missing, unreadable or does not fit the contract."""
+
+
+class ImageError(ValueError):
+    """An input image has the wrong type, dtype or shape."""
+
+
+class ConversionError(ValueError):
+    """An image message that cannot be turned into (or made from) an RGB image; the
+    message says why, in words meant for a log line."""
+
+
+class BagError(ValueError):
+    """A bag that is missing, unreadable, or lacks what a command needs."""
+
+
+class BackendUnavailable(RuntimeError):
+    """This backend cannot run here (a package, a GPU or an execution provider is missing)."""
