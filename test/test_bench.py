@@ -5,6 +5,8 @@ from __future__ import annotations
 import test_inference as common
 
 from fcn_perception.cli import main
+from fcn_perception.inference.bench import PEER_NAME, model_title
+from fcn_perception.weights_io import read_card
 
 # shared session fixtures and helpers (one export per test session)
 inference_cache = common.inference_cache
@@ -26,15 +28,31 @@ def test_bench_writes_the_table(tmp_path, seg_weights, capsys):
     backends = {line.split("|")[2].strip() for line in rows}
     assert {"torch-cpu", "onnxruntime-cpu", "torch-cpu eager"} <= backends
     models = {line.split("|")[1].strip() for line in rows}
-    assert {"FCN-8s ResNet-18", "fcn_resnet50", "deeplabv3_mobilenet_v3_large"} <= models
+    title = model_title(read_card(seg_weights))
+    assert title.startswith("FCN-8s ")
+    assert {title, "fcn_resnet50", "deeplabv3_mobilenet_v3_large",
+            "lraspp_mobilenet_v3_large"} <= models
     assert "GEMM" in text and "vs fcn_resnet50" not in text  # summary is for 360x480 only
 
 
 def test_summary_against_targets():
     from fcn_perception.inference.bench import Row, summary
 
-    rows = [Row("FCN-8s ResNet-18", "onnxruntime-cpu", (360, 480), [80.0], 12.9, 70.0),
+    rows = [Row("FCN-8s X", "onnxruntime-cpu", (360, 480), [80.0], 12.9, 70.0,
+                task="segmentation", ours=True),
             Row("fcn_resnet50", "torch-cpu eager", (360, 480), [1000.0], 140.0, 900.0),
-            Row("deeplabv3_mobilenet_v3_large", "torch-cpu eager", (360, 480), [100.0], 5.0, 40.0)]
+            Row("deeplabv3_mobilenet_v3_large", "torch-cpu eager", (360, 480), [100.0], 5.0, 40.0),
+            Row("lraspp_mobilenet_v3_large", "torch-cpu eager", (360, 480), [60.0], 2.0, 20.0),
+            Row("R-FCN X", "onnxruntime-cpu", (360, 480), [50.0], 9.0, 40.0,
+                task="detection", ours=True),
+            Row(PEER_NAME, "torch-cpu eager", (360, 480), [200.0], 30.0, 150.0)]
     lines = "\n".join(summary(rows))
     assert "12.5x faster" in lines and "1.14x the FLOP limit" in lines
+    assert "vs lraspp_mobilenet_v3_large: 0.75x faster" in lines
+    assert f"vs the {PEER_NAME} peer: 0.25 of its time" in lines
+
+
+def test_model_title_from_the_card():
+    assert model_title({"architecture": {"name": "rfcn", "backbone": "efficientnet_lite0"}}) \
+        == "R-FCN EfficientNet-Lite0"
+    assert model_title({"architecture": {"name": "unet"}}) == "U-Net"

@@ -1,17 +1,14 @@
-"""The peer detector for the README's comparison: torchvision's Faster R-CNN.
+"""Train the detection peer of the README's comparison: torchvision's Faster R-CNN
+with an FPN on the ImageNet EfficientNet-Lite0 backbone
+(:func:`fcn_perception.models.fasterrcnn_peer.build_fasterrcnn_peer`).
 
     python -m fcn_perception.training.peer_fasterrcnn --data ../shared/camvid \
-        --out runs/peer_frcnn --epochs 12
+        --out runs/peer_frcnn --pretrained imagenet --epochs 18 --batch-size 4 --lr 0.02
 
-``fasterrcnn_mobilenet_v3_large_fpn`` with no pretrained weights
-(``weights=None, weights_backbone=None``), ``num_classes = C + 1``, trained by the same
-loop, on the same boxes, with the same augmentation and schedule as R-FCN
-(:func:`fcn_perception.training.train_detection.train_loop`).  Its internal resize is
-set to the native frame size (``min_size``/``max_size`` = the frame's short/long side,
-360/480 for CamVid), so both detectors see the same pixels, and its proposal and RoI
-budgets are R-FCN's (:data:`PEER_BUDGET`).  Its own transform
-normalises, so it is fed ``[0, 1]`` images.  The best epoch (val mAP@0.5) is saved
-as ``OUT/model.safetensors`` (fp32) with ``OUT/metrics.json``; it is not shipped.
+Trained by the same loop, on the same boxes, with the same augmentation and schedule
+as R-FCN (:func:`fcn_perception.training.train_detection.train_loop`).  The best epoch
+(val mAP@0.5) is saved as ``OUT/model.safetensors`` (fp32) with ``OUT/metrics.json``;
+it is not shipped.
 """
 from __future__ import annotations
 
@@ -22,36 +19,19 @@ from pathlib import Path
 
 import torch
 
+from fcn_perception.models.fasterrcnn_peer import NAME, build_fasterrcnn_peer
 from fcn_perception.training.train_detection import add_common_args, train_loop
-
-# R-FCN's proposal and RoI budgets (fcn_perception.models.rfcn.DEFAULTS), so that both
-# detectors do the same amount of per-region work; torchvision's defaults for this
-# model are 2000/2000 (train), 1000/1000 (test) proposals and 512 sampled RoIs.
-PEER_BUDGET = {
-    "rpn_pre_nms_top_n_train": 2000, "rpn_post_nms_top_n_train": 300,
-    "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 150,
-    "box_batch_size_per_image": 128,
-}
-
-
-def build_peer(num_classes: int, min_size: int = 360, max_size: int = 480):
-    """Faster R-CNN MobileNetV3-Large FPN for ``num_classes`` foreground classes, from
-    scratch, at the native frame size, with R-FCN's proposal budget."""
-    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
-
-    return fasterrcnn_mobilenet_v3_large_fpn(
-        weights=None, weights_backbone=None, num_classes=num_classes + 1,
-        min_size=min_size, max_size=max_size, **PEER_BUDGET)
 
 
 class FasterRCNNAdapter:
     """Adapter of the shared loop for torchvision's Faster R-CNN (labels shifted by 1)."""
 
-    name = "fasterrcnn_mobilenet_v3_large_fpn"
+    name = NAME
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # the model normalises internally
 
     def __init__(self, args: argparse.Namespace, classes) -> None:
-        self.model = build_peer(len(classes), args.min_size, args.max_size)
+        self.model = build_fasterrcnn_peer(len(classes), args.pretrained, args.min_size,
+                                           args.max_size)
 
     def train_mode(self, model) -> None:
         model.train()
@@ -122,7 +102,7 @@ def bench_main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     frame = np.asarray(Image.open(args.image).convert("RGB"))
     rfcn, card = load_detector(args.rfcn)
-    peer = build_peer(len(card["classes"]), *frame.shape[:2]).eval()
+    peer = build_fasterrcnn_peer(len(card["classes"]), None, *frame.shape[:2]).eval()
     peer.load_state_dict(load_state_dict(args.peer))
     x_rfcn = image_tensor(frame, card["input"]["mean"], card["input"]["std"])[None]
     x_peer = image_tensor(frame, (0, 0, 0), (1, 1, 1))[None]
@@ -143,9 +123,13 @@ def main(argv=None) -> int:
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser)
+    parser.add_argument("--pretrained", default="imagenet",
+                        help="backbone init: 'imagenet' (the EfficientNet-Lite0 wheel) or none")
     parser.add_argument("--min-size", type=int, default=360)
     parser.add_argument("--max-size", type=int, default=480)
     args = parser.parse_args(argv)
+    if args.pretrained == "none":
+        args.pretrained = None
     summary = train_loop(args, FasterRCNNAdapter)
     if summary:
         print(json.dumps({"best_epoch": summary["best_epoch"], "map50": summary["val"]["map50"],

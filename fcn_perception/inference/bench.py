@@ -20,13 +20,28 @@ from pathlib import Path
 
 import numpy as np
 
+from fcn_perception.models.fasterrcnn_peer import NAME as PEER_NAME
+
 log = logging.getLogger("fcn_perception.inference")
 
 PEERS = {
-    "segmentation": ("fcn_resnet50", "deeplabv3_mobilenet_v3_large"),
-    "detection": ("fasterrcnn_mobilenet_v3_large_fpn",),
+    "segmentation": ("fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"),
+    "detection": (PEER_NAME, "fasterrcnn_mobilenet_v3_large_fpn"),
 }
-OURS = {"segmentation": "FCN-8s ResNet-18", "detection": "R-FCN ResNet-18"}
+ARCH_NAMES = {"fcn8s": "FCN-8s", "fcn16s": "FCN-16s", "fcn32s": "FCN-32s", "unet": "U-Net",
+              "rfcn": "R-FCN"}
+BACKBONE_NAMES = {"efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_lite1":
+                  "EfficientNet-Lite1", "efficientnet_lite2": "EfficientNet-Lite2",
+                  "resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
+                  "resnet101": "ResNet-101", "vgg16": "VGG16"}
+
+
+def model_title(card: dict) -> str:
+    """``"FCN-8s EfficientNet-Lite0"`` from a card's architecture."""
+    arch = card.get("architecture") or {}
+    name = ARCH_NAMES.get(arch.get("name"), str(arch.get("name")))
+    backbone = arch.get("backbone")
+    return f"{name} {BACKBONE_NAMES.get(backbone, backbone)}" if backbone else name
 
 
 @dataclass
@@ -38,6 +53,8 @@ class Row:
     gflop: float | None
     limit_ms: float | None
     note: str = ""
+    task: str = ""
+    ours: bool = False
 
     @property
     def p50(self) -> float:
@@ -119,7 +136,7 @@ def untrained_weights(task: str, folder: Path) -> Path:
     from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
 
     if task == "segmentation":
-        arch = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 11}
+        arch = {"name": "fcn8s", "backbone": "efficientnet_lite0", "num_classes": 11}
     else:
         from fcn_perception.models.rfcn import architecture
 
@@ -135,9 +152,19 @@ def untrained_weights(task: str, folder: Path) -> Path:
     return path
 
 
-def _peer(name: str):
+def _peer(name: str, num_classes: int, weights: Path | None):
+    """A torchvision peer (random weights: timing only), or the Lite0 Faster R-CNN
+    peer with its trained ``weights`` when given."""
     import torchvision
 
+    if name == PEER_NAME:
+        from fcn_perception.models.fasterrcnn_peer import build_fasterrcnn_peer
+        from fcn_perception.weights_io import load_state_dict
+
+        model = build_fasterrcnn_peer(num_classes)
+        if weights:
+            model.load_state_dict(load_state_dict(weights))
+        return model.eval()
     builder = getattr(torchvision.models.segmentation, name, None) or getattr(
         torchvision.models.detection, name)
     return builder(weights=None, weights_backbone=None).eval()
@@ -193,11 +220,12 @@ def run_bench(args) -> list[Row]:
             weights = DEFAULT_WEIGHTS[task]
             if not weights.is_file():
                 weights = untrained_weights(task, Path(tmp.name))
-                notes.append(f"{OURS[task]}: untrained weights (the shipped file was not there)")
+                notes.append(f"{task}: untrained weights (the shipped file was not there)")
         model, card = load_model(weights, task)
+        title = model_title(card)
         net_size = (card.get("input") or {}).get("size")
         if net_size:
-            notes.append(f"{OURS[task]}: the card runs the network at {net_size[0]}x"
+            notes.append(f"{title}: the card runs the network at {net_size[0]}x"
                          f"{net_size[1]} (frames resized, scores upsampled back)")
         wrapped = export_module(model, task).eval()
         flops = {hw: count_flops(wrapped, torch.zeros(1, 3, *(net_size or hw))) for hw in sizes}
@@ -216,18 +244,19 @@ def run_bench(args) -> list[Row]:
             label = backend + (f" {precision}" if precision else "")
             for hw in sizes:
                 img = _resize(frame, hw)
-                log.info("timing %s on %s at %dx%d", OURS[task], label, *hw)
+                log.info("timing %s on %s at %dx%d", title, label, *hw)
                 times = time_calls(lambda p=predictor, i=img: p(i), args.warmup,
                                    args.iterations, max_seconds)
                 rate = cpu_gemm if backend.endswith("cpu") else gpu_gemm.get(
                     "fp16" if predictor.backend.precision in ("fp16", "int8") else "fp32")
-                rows.append(Row(OURS[task], label, hw, times, flops[hw] / 1e9,
-                                flops[hw] / rate * 1000 if rate else None))
+                rows.append(Row(title, label, hw, times, flops[hw] / 1e9,
+                                flops[hw] / rate * 1000 if rate else None, task=task, ours=True))
             del predictor
         if not args.peers:
             continue
         for name in PEERS[task]:
-            peer = _peer(name)
+            peer_weights = getattr(args, "peer_weights", None) if name == PEER_NAME else None
+            peer = _peer(name, len(card["classes"]), peer_weights)
             for hw in sizes:
                 x = torch.from_numpy(_resize(frame, hw).copy()).permute(2, 0, 1)[None].float() / 255.0
                 if task == "segmentation":
@@ -241,12 +270,13 @@ def run_bench(args) -> list[Row]:
                         with torch.inference_mode():
                             return m(list(x))
                     gflop = count_flops(lambda t, m=peer: m(list(t)), x) / 1e9
-                    note = "resizes internally to min side 800"
+                    note = ("trained weights" if peer_weights else "untrained") + (
+                        "" if name == PEER_NAME else ", resizes internally to min side 800")
                 log.info("timing %s (torch eager) at %dx%d", name, *hw)
                 times = time_calls(fn, min(args.warmup, 1) if args.warmup else 0,
                                    args.iterations, max_seconds)
                 rows.append(Row(name, "torch-cpu eager", hw, times, gflop,
-                                gflop * 1e9 / cpu_gemm * 1000, note))
+                                gflop * 1e9 / cpu_gemm * 1000, note, task=task))
     tmp.cleanup()
     text = render(rows, cpu_gemm, gpu_gemm, notes)
     print(text)
@@ -273,27 +303,33 @@ def summary(rows: list[Row]) -> list[str]:
     out = []
     at = [r for r in rows if r.size == (360, 480)]
 
-    def best(model):  # fp32 rows: the claims are for the default precision
-        cands = [r for r in at if r.model == model and not r.backend.endswith("int8")]
+    def best(model=None, task=None):  # fp32 rows: the claims are for the default precision
+        cands = [r for r in at if not r.backend.endswith("int8") and (
+            r.model == model if model else (r.ours and r.task == task))]
         return min(cands, key=lambda r: r.p50) if cands else None
 
-    seg, det = best(OURS["segmentation"]), best(OURS["detection"])
+    seg, det = best(task="segmentation"), best(task="detection")
     fcn50, dl = best("fcn_resnet50"), best("deeplabv3_mobilenet_v3_large")
-    frcnn = best("fasterrcnn_mobilenet_v3_large_fpn")
+    lraspp = best("lraspp_mobilenet_v3_large")
+    frcnn, peer = best("fasterrcnn_mobilenet_v3_large_fpn"), best(PEER_NAME)
     if seg:
         out.append(f"- {seg.model} at 360x480, best backend {seg.backend}: {seg.p50:.1f} ms p50"
                    + (f", {seg.p50 / seg.limit_ms:.2f}x the FLOP limit ({seg.limit_ms:.1f} ms; "
                       "target <= 1.3x)" if seg.limit_ms else ""))
         if fcn50:
             out.append(f"- vs fcn_resnet50: {fcn50.p50 / seg.p50:.1f}x faster (target >= 10x)")
-        if dl:
-            out.append(f"- vs deeplabv3_mobilenet_v3_large: {dl.p50 / seg.p50:.2f}x faster "
-                       "(target > 1x)")
+        for peer_row in (dl, lraspp):
+            if peer_row:
+                out.append(f"- vs {peer_row.model}: {peer_row.p50 / seg.p50:.2f}x faster "
+                           "(target > 1x)")
     if det:
         out.append(f"- {det.model} at 360x480, best backend {det.backend}: {det.p50:.1f} ms p50")
+        if peer:
+            out.append(f"- vs the {PEER_NAME} peer: {det.p50 / peer.p50:.2f} of its time "
+                       "(target <= 0.5)")
         if frcnn:
             out.append(f"- vs fasterrcnn_mobilenet_v3_large_fpn: {det.p50 / frcnn.p50:.2f} of its "
-                       "time (target <= 0.5)")
+                       "time")
     return out
 
 
