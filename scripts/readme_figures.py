@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 import fcn_perception
-from fcn_perception.ros.drawing import blend, colorize, draw_detections, palette_lut
+from fcn_perception.imaging.drawing import blend, colorize, draw_detections, palette_lut
 from fcn_perception.training.camvid import CamVid
 
 

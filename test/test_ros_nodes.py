@@ -28,8 +28,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
+from fcn_perception.imaging.encode import encode, encode_compressed  # noqa: E402
 from fcn_perception.ros import nodes, qos  # noqa: E402
-from fcn_perception.ros.image_conversion import encode, encode_compressed  # noqa: E402
 
 CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
            "Car", "Pedestrian", "Bicyclist"]

@@ -11,15 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from fcn_perception.bag import typestore as T
 from fcn_perception.errors import ConversionError
-from fcn_perception.ros import drawing, filtering, params
-from fcn_perception.ros.image_conversion import (
-    ENCODINGS,
-    decode,
-    decode_compressed,
-    encode,
-    encode_compressed,
-)
+from fcn_perception.imaging import drawing
+from fcn_perception.imaging.decode import ENCODINGS, decode, decode_compressed, decode_message
+from fcn_perception.imaging.encode import encode, encode_compressed
+from fcn_perception.ros import filtering, params
 from fcn_perception.ros.latest_frame import FrameWorker, LatestFrameSlot
 from fcn_perception.ros.stats import FrameStats, LatencyWindow
 
@@ -123,6 +120,20 @@ def test_decode_compressed_rejects_corrupt_data(frame, mangle, reason):
 def test_decode_compressed_rejects_compressed_depth():
     with pytest.raises(ConversionError, match="compressedDepth"):
         decode_compressed("16UC1; compressedDepth", b"\x89PNG\r\n\x1a\n" + bytes(20))
+
+
+def test_decode_message_dispatches_on_the_message_kind(frame):
+    """One dispatch for both message kinds, here on rosbags messages (rclpy's have the
+    same fields; the node tests send those)."""
+    h, w, step, data = encode(frame, "bgr8", pad=5)
+    raw = T.msg_class(T.IMAGE)(header=T.header(0, "cam"), height=h, width=w, encoding="bgr8",
+                               is_bigendian=0, step=step, data=np.frombuffer(data, np.uint8))
+    np.testing.assert_array_equal(decode_message(raw), frame)
+    np.testing.assert_array_equal(decode_message(T.compressed_msg(frame, 0, "cam", "png")), frame)
+    empty = T.msg_class(T.COMPRESSED_IMAGE)(header=T.header(0, "cam"), format="png",
+                                            data=np.zeros(0, np.uint8))
+    with pytest.raises(ConversionError, match="no data"):
+        decode_message(empty)
 
 
 # ----------------------------------------------------------------------------- drawing

@@ -15,6 +15,7 @@ import numpy as np
 
 from fcn_perception.bag import typestore as T
 from fcn_perception.errors import BagError
+from fcn_perception.imaging.decode import decode_message
 
 
 @dataclass
@@ -158,7 +159,7 @@ class Bag:
     def decode_image(self, m: Message) -> np.ndarray:
         """``(H, W, 3)`` RGB of an Image/CompressedImage, or an error naming the message."""
         try:
-            return T.image_to_array(m.msg, m.msgtype)
+            return decode_message(m.msg)
         except ValueError as exc:
             raise self.error(f"{m.where()}, stamp {m.stamp_ns} ns: {exc}") from exc
 

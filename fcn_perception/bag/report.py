@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fcn_perception.imaging.drawing import blend, colorize, draw_detections, palette_lut
+
 #: the examples draw at most DRAW_TOP predicted boxes scoring DRAW_MIN or more (all are scored)
 DRAW_TOP = 10
 DRAW_MIN = 0.1
@@ -56,8 +58,6 @@ def _save_jpeg(rgb: np.ndarray, path: Path) -> Path:
 
 
 def _sample_pictures(report_dir: Path, scorer, palette) -> tuple[list, list]:
-    from fcn_perception.ros.drawing import blend, colorize, draw_detections, palette_lut
-
     seg_lut = palette_lut(palette, len(palette))
     det_lut = None
     if scorer.det_eval is not None:

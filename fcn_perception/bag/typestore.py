@@ -14,7 +14,8 @@ from functools import lru_cache
 import numpy as np
 
 from fcn_perception.errors import ConversionError
-from fcn_perception.ros.image_conversion import decode, decode_compressed, encode_compressed
+from fcn_perception.imaging.decode import decode
+from fcn_perception.imaging.encode import encode_compressed
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -95,14 +96,6 @@ def compressed_msg(array: np.ndarray, stamp: int, frame_id: str, fmt: str = "jpe
     data = encode_compressed(array, fmt)
     return msg_class(COMPRESSED_IMAGE)(
         header=header(stamp, frame_id), format=fmt, data=np.frombuffer(data, dtype=np.uint8))
-
-
-def image_to_array(msg, msgtype: str = IMAGE) -> np.ndarray:
-    """``(H, W, 3)`` RGB pixels of an Image (any encoding :mod:`image_conversion` reads)
-    or a CompressedImage (JPEG/PNG)."""
-    if msgtype == COMPRESSED_IMAGE:
-        return decode_compressed(msg.format, msg.data)
-    return decode(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
 
 
 def label_to_array(msg) -> np.ndarray:

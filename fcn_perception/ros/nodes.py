@@ -31,9 +31,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from fcn_perception.errors import BackendUnavailable, ConversionError
-from fcn_perception.ros import drawing, messages, qos
+from fcn_perception.imaging import drawing
+from fcn_perception.imaging.decode import decode_message
+from fcn_perception.ros import messages, qos
 from fcn_perception.ros.filtering import filter_detections
-from fcn_perception.ros.image_conversion import decode, decode_compressed
 from fcn_perception.ros.latest_frame import FrameWorker
 from fcn_perception.ros.params import (
     NODES,
@@ -493,9 +494,7 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ worker
     def _decode(self, msg) -> np.ndarray:
-        if isinstance(msg, CompressedImage):
-            return decode_compressed(msg.format, msg.data)
-        return decode(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+        return decode_message(msg)
 
     def _process(self, item) -> None:
         msg, received_at = item

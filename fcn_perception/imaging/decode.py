@@ -1,9 +1,10 @@
-"""sensor_msgs/Image and CompressedImage fields <-> numpy, without ROS.
+"""sensor_msgs/Image and CompressedImage -> numpy RGB, without ROS.
 
 :func:`decode` turns the fields of a ``sensor_msgs/Image`` into an ``(H, W, 3)`` uint8
 RGB array; :func:`decode_compressed` does the same for a ``CompressedImage`` (JPEG or
-PNG, decoded with Pillow).  Anything that cannot be decoded raises
-:class:`ConversionError` with a reason meant for a log line.
+PNG, decoded with Pillow); :func:`decode_message` takes either message, as rclpy or
+rosbags gives it.  Anything that cannot be decoded raises
+:class:`~fcn_perception.errors.ConversionError` with a reason meant for a log line.
 
 Supported raw encodings: ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8`` and their
 16-bit forms (``rgb16``, ``bgr16``, ``rgba16``, ``bgra16``, ``mono16``; scaled to 8 bit,
@@ -143,38 +144,13 @@ def decode_compressed(fmt: str, data) -> np.ndarray:
         raise ConversionError(f"{kind} image rejected as too large: {exc}") from exc
 
 
-def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 RGB array as JPEG or PNG bytes (for tools and tests)."""
-    from PIL import Image
+def decode_message(msg) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB pixels of a ``sensor_msgs/Image`` (any encoding
+    :func:`decode` reads) or ``CompressedImage`` (JPEG/PNG).
 
-    out = io.BytesIO()
-    kind = "PNG" if "png" in fmt.lower() else "JPEG"
-    Image.fromarray(np.ascontiguousarray(rgb)).save(out, format=kind, quality=quality)
-    return out.getvalue()
-
-
-def encode(rgb: np.ndarray, encoding: str, is_bigendian: bool = False, pad: int = 0):
-    """The inverse of :func:`decode` for test data and tools.
-
-    Returns ``(height, width, step, data_bytes)`` for an ``(H, W, 3)`` uint8 RGB array in
-    ``encoding``, each row padded with ``pad`` zero bytes.
+    ``msg`` may be an rclpy message or a rosbags one: the fields are the same, and a
+    message with a ``format`` field is a ``CompressedImage``.
     """
-    spec = ENCODINGS.get(encoding)
-    if spec is None:
-        raise ConversionError(f"unsupported encoding {encoding!r}")
-    channels, depth, order = spec
-    height, width = rgb.shape[:2]
-    if order is None:
-        pix = np.round(rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
-        pix = pix.clip(0, 255).astype(np.uint8)[:, :, None]
-    else:
-        pix = rgb[:, :, list(order)]
-        if channels == 4:
-            pix = np.concatenate([pix, np.full((height, width, 1), 255, np.uint8)], axis=2)
-    if depth == 2:
-        wide = pix.astype(np.uint16) * 257
-        pix = np.ascontiguousarray(wide.astype(">u2" if is_bigendian else "<u2")).view(np.uint8)
-    rows = pix.reshape(height, -1)
-    if pad:
-        rows = np.concatenate([rows, np.zeros((height, pad), np.uint8)], axis=1)
-    return height, width, rows.shape[1], np.ascontiguousarray(rows).tobytes()
+    if hasattr(msg, "format"):
+        return decode_compressed(msg.format, msg.data)
+    return decode(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
