@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 import fcn_perception
+from fcn_perception.evaluation.camvid import CamVid
 from fcn_perception.imaging.drawing import blend, colorize, draw_detections, palette_lut
-from fcn_perception.training.camvid import CamVid
 
 
 def main() -> None:

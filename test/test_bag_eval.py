@@ -23,10 +23,10 @@ def write_random_weights(folder: Path, seed: int = 0) -> dict[str, Path]:
     model cards like the shipped ones."""
     import torch
 
+    from fcn_perception.evaluation.boxes import derivation_rule
+    from fcn_perception.evaluation.camvid import CLASSES, PALETTE
     from fcn_perception.models import build_model
     from fcn_perception.models.rfcn import architecture
-    from fcn_perception.training.boxes import derivation_rule
-    from fcn_perception.training.camvid import CLASSES, PALETTE
     from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ def _comparable(scores: dict) -> dict:
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_offline_segmentation_agrees_with_evaluate(offline, predictors, split_file, storage):
-    from fcn_perception.training.camvid import CamVid
+    from fcn_perception.evaluation.camvid import CamVid
     from fcn_perception.training.evaluate_segmentation import evaluate_segmentation
 
     seg = predictors["segmentation"]
@@ -118,8 +118,8 @@ def test_mcap_and_sqlite3_bags_score_the_same(offline):
 
 
 def test_offline_detection_agrees_with_the_evaluator(offline, predictors, split_file):
+    from fcn_perception.evaluation.detection import DetectionEvaluator
     from fcn_perception.training.det_data import CamVidBoxes
-    from fcn_perception.training.det_metrics import DetectionEvaluator
 
     det = predictors["detection"]
     source = CamVidBoxes(SAMPLE, split_file, DET_CLASSES, 100, 8, None)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcn_perception.training.boxes import connected_components, derive_boxes
+from fcn_perception.evaluation.boxes import connected_components, derive_boxes
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
 CAR, PED, BIKE, ROAD = 8, 9, 10, 3

@@ -5,7 +5,8 @@ import io
 import numpy as np
 import pytest
 
-from fcn_perception.training.det_metrics import DetectionEvaluator, box_iou, plot_pr_curves
+from fcn_perception.evaluation.detection import DetectionEvaluator, box_iou
+from fcn_perception.evaluation.plots import plot_pr_curves
 
 
 def test_hand_worked_example():

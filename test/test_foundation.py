@@ -3,6 +3,7 @@ processes, and the package as a colcon (ament_python) package."""
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import json
 import os
@@ -107,6 +108,71 @@ def test_ci_runs_make_test():
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert lines[-1] in ("make test", "exec make test"), lines
+
+
+# --------------------------------------------------------------------------- layering
+# Every module of the installed package except the training subpackage: what runs on
+# the robot (models, inference, imaging, evaluation, ros, bag, the top-level modules).
+_IMPORT_RUNTIME = r"""
+import importlib, json, sys
+from pathlib import Path
+
+import fcn_perception
+
+root = Path(fcn_perception.__file__).parent
+names = sorted(
+    ".".join(("fcn_perception", *p.relative_to(root).with_suffix("").parts)).removesuffix(
+        ".__init__")
+    for p in root.rglob("*.py") if "training" not in p.relative_to(root).parts)
+missing = {}
+for name in names:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:  # an optional third-party package (rclpy, ...)
+        if (exc.name or "").startswith("fcn_perception"):
+            raise
+        missing[name] = exc.name
+print(json.dumps({"modules": names, "missing": missing,
+                  "training": sorted(m for m in sys.modules if "fcn_perception.training" in m)}))
+"""
+RUNTIME_SAMPLE = ("fcn_perception.bag.eval", "fcn_perception.bag.make", "fcn_perception.cli",
+                  "fcn_perception.evaluation.segmentation", "fcn_perception.imaging.decode",
+                  "fcn_perception.inference.predictor")
+
+
+def test_runtime_modules_do_not_import_training():
+    """Importing every runtime module, in a fresh interpreter, loads nothing of
+    fcn_perception.training."""
+    proc = _run([sys.executable, "-c", _IMPORT_RUNTIME], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["training"] == [], f"runtime imports pulled in {result['training']}"
+    imported = set(result["modules"]) - set(result["missing"])
+    assert set(RUNTIME_SAMPLE) <= imported, (RUNTIME_SAMPLE, result["missing"])
+
+
+def _imported_names(tree: ast.AST):
+    """``(line, module)`` of every absolute import in a module, function bodies included."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+            yield from ((node.lineno, f"{node.module}.{a.name}") for a in node.names)
+
+
+def test_runtime_sources_never_import_training():
+    """No import of fcn_perception.training anywhere in fcn_perception/, not even inside
+    a function (the import check above cannot see those)."""
+    sources = sorted((REPO_ROOT / "fcn_perception").rglob("*.py"))
+    found, offenders = set(), []
+    for path in sources:
+        for line, name in _imported_names(ast.parse(path.read_text(), str(path))):
+            found.add(name)
+            if name == "fcn_perception.training" or name.startswith("fcn_perception.training."):
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {name}")
+    assert not offenders, "\n".join(offenders)
+    assert {"fcn_perception.evaluation.segmentation", "fcn_perception.imaging.decode"} <= found
 
 
 # --------------------------------------------------------------------------- vision_msgs

@@ -10,12 +10,12 @@ import torchvision
 from PIL import Image
 
 from fcn_perception.errors import WeightsError
+from fcn_perception.evaluation.boxes import derive_boxes
 from fcn_perception.models import build_model
 from fcn_perception.models.anchors import AnchorGenerator
 from fcn_perception.models.box_coder import BoxCoder, match_boxes
 from fcn_perception.models.psroi import ps_roi_pool
 from fcn_perception.models.rfcn import RFCNExport, architecture, export_onnx, init_backbone_from
-from fcn_perception.training.boxes import derive_boxes
 from fcn_perception.weights_io import (
     IMAGENET_MEAN,
     IMAGENET_STD,

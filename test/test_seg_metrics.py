@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
+from fcn_perception.evaluation.segmentation import ConfusionMatrix, segmentation_scores
 from fcn_perception.training.losses import class_frequencies, median_frequency_weights
-from fcn_perception.training.metrics import ConfusionMatrix, segmentation_scores
 
 
 def test_confusion_matrix_counts_and_ignores():

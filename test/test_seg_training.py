@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from fcn_perception.errors import DatasetError, WeightsError
+from fcn_perception.evaluation.camvid import CamVid
 from fcn_perception.models import build_model
 from fcn_perception.training import train_segmentation as ts
-from fcn_perception.training.camvid import CamVid
 from fcn_perception.training.transforms import SegmentationTransform
 from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, load_weights_into
 
@@ -59,7 +59,7 @@ def test_label_out_of_range_is_rejected(tmp_path, camvid_dir):
 
 
 def test_common_layout_with_class_dict(tmp_path, camvid_dir):
-    from fcn_perception.training.camvid import CLASSES, PALETTE
+    from fcn_perception.evaluation.camvid import CLASSES, PALETTE
 
     first = (camvid_dir / "val.txt").read_text().split()[:2]
     (tmp_path / "val").mkdir()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from fcn_perception.evaluation.camvid import CLASSES, PALETTE, CamVid
 from fcn_perception.models import build_model
-from fcn_perception.training.camvid import CLASSES, PALETTE, CamVid
 from fcn_perception.training.train_segmentation import CachedSegmentationSet, confusion_on
 from fcn_perception.training.transforms import SegmentationTransform
 from fcn_perception.weights_io import DEFAULT_WEIGHTS, load_weights_into, read_card, sha256_of
@@ -63,7 +63,7 @@ def test_predictor_agrees_with_training_scoring(camvid_dir, val_subset):
     """The Predictor (torch backend) and confusion_on, which wrote the card's metrics,
     label the same pixels the same way."""
     import fcn_perception
-    from fcn_perception.training.metrics import ConfusionMatrix
+    from fcn_perception.evaluation.segmentation import ConfusionMatrix
 
     torch.set_num_threads(1)
     card = read_card(WEIGHTS)

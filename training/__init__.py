@@ -1,5 +1,6 @@
 """Training subpackage (installed as ``fcn_perception.training``).
 
-CamVid data, joint augmentation, losses, metrics, the training loops for FCN and
-R-FCN, and evaluation.
+Detection data (boxes from CamVid label maps, COCO JSON), joint augmentation, losses,
+the training loops for FCN and R-FCN, and the ``evaluate`` commands.  Metrics, CamVid's
+classes and reader, the box rule and plots live in :mod:`fcn_perception.evaluation`.
 """

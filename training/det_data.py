@@ -5,8 +5,8 @@
 * a ``.json`` file: COCO annotations (:class:`fcn_perception.training.coco.CocoBoxes`),
   images under ``data``;
 * otherwise a CamVid split (file or common-layout name, see
-  :class:`fcn_perception.training.camvid.CamVid`); boxes come from the label maps by
-  :func:`fcn_perception.training.boxes.derive_boxes`.
+  :class:`fcn_perception.evaluation.camvid.CamVid`); boxes come from the label maps by
+  :func:`fcn_perception.evaluation.boxes.derive_boxes`.
 
 Items are ``(image uint8 (H, W, 3), boxes float32 (G, 4), labels int64 (G,))`` with
 labels ``0..C-1``.
@@ -24,15 +24,15 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from fcn_perception.errors import DatasetError
-from fcn_perception.training.boxes import (
+from fcn_perception.evaluation.boxes import (
     DEFAULT_CONNECTIVITY,
     DEFAULT_MIN_AREA,
     derivation_rule,
     derive_boxes,
 )
-from fcn_perception.training.camvid import CLASSES as CAMVID_CLASSES
-from fcn_perception.training.camvid import PALETTE as CAMVID_PALETTE
-from fcn_perception.training.camvid import CamVid
+from fcn_perception.evaluation.camvid import CLASSES as CAMVID_CLASSES
+from fcn_perception.evaluation.camvid import PALETTE as CAMVID_PALETTE
+from fcn_perception.evaluation.camvid import CamVid
 from fcn_perception.training.coco import CocoBoxes
 
 DEFAULT_CLASSES = ("Car", "Pedestrian", "Bicyclist")

@@ -10,15 +10,12 @@ Prints and writes ``pixel_accuracy``, ``mean_accuracy``, ``mean_iou``, ``fw_iou`
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from fcn_perception.training.camvid import CamVid
-from fcn_perception.training.metrics import ConfusionMatrix
-from fcn_perception.training.plots import plot_confusion, plot_iou_bars
+from fcn_perception.evaluation.camvid import CamVid
+from fcn_perception.evaluation.segmentation import ConfusionMatrix, write_outputs
 
 
 def evaluate_segmentation(predictor, dataset: CamVid, progress: bool = True):
@@ -43,21 +40,6 @@ def evaluate_segmentation(predictor, dataset: CamVid, progress: bool = True):
     scores["frames"] = len(dataset)
     scores["latency_ms_p50"] = float(np.percentile(latencies, 50)) if latencies else 0.0
     return scores, conf
-
-
-def write_outputs(scores: dict, conf: ConfusionMatrix, classes, palette, json_path) -> dict:
-    """Write the metrics JSON and the two pictures beside it; return their paths."""
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    stem = json_path.with_suffix("")
-    pictures = {
-        "confusion_png": str(plot_confusion(conf.matrix, classes, f"{stem}_confusion.png")),
-        "iou_png": str(plot_iou_bars(scores["per_class_iou"], f"{stem}_iou.png",
-                                     palette=[tuple(c) for c in palette])),
-    }
-    json_path.write_text(json.dumps({**scores, "confusion_matrix": conf.matrix.tolist(),
-                                     **pictures}, indent=2) + "\n")
-    return pictures
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:

@@ -47,7 +47,7 @@ class FasterRCNNAdapter:
         return [{**o, "labels": o["labels"] - 1} for o in out]
 
     def finish(self, run_dir: Path, config: dict, train_src, val_src, device) -> dict:
-        from fcn_perception.training.det_metrics import plot_pr_curves
+        from fcn_perception.evaluation.plots import plot_pr_curves
         from fcn_perception.training.evaluate_detection import evaluate_model
         from fcn_perception.weights_io import save_state_dict
 

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fcn_perception.evaluation.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
 from fcn_perception.models.rfcn import NECK_STRIDES
 from fcn_perception.training import engine
-from fcn_perception.training.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
 from fcn_perception.training.det_data import (
     DEFAULT_CLASSES,
     DetectionSet,
@@ -151,8 +151,8 @@ class RFCNAdapter:
 
     def finish(self, run_dir: Path, config: dict, train_src, val_src, device) -> dict:
         """``model.safetensors`` (fp16) + card from ``best.pt``, scored on val in fp16."""
+        from fcn_perception.evaluation.plots import plot_pr_curves
         from fcn_perception.models import build_model
-        from fcn_perception.training.det_metrics import plot_pr_curves
         from fcn_perception.weights_io import load_weights_into, save_state_dict, write_card
 
         state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)

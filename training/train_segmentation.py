@@ -24,12 +24,12 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from fcn_perception.evaluation.camvid import PALETTE, CamVid
+from fcn_perception.evaluation.segmentation import ConfusionMatrix
 from fcn_perception.models import SEGMENTATION_ARCHS, build_model
 from fcn_perception.models.backbones import BACKBONES
 from fcn_perception.training import engine
-from fcn_perception.training.camvid import PALETTE, CamVid
 from fcn_perception.training.losses import class_frequencies, median_frequency_weights
-from fcn_perception.training.metrics import ConfusionMatrix
 from fcn_perception.training.transforms import SegmentationTransform
 from fcn_perception.weights_io import (
     IMAGENET_MEAN,

@@ -12,7 +12,7 @@ their boxes count as missed; ``segmentation_answered`` scores the answered frame
 
 In both modes the ground truth is the bag's label topic (``/camera/labels``), matched to
 the images by header stamp; detection targets are boxes derived from it by the rule in
-the detector's model card (:mod:`fcn_perception.training.boxes`).
+the detector's model card (:mod:`fcn_perception.evaluation.boxes`).
 """
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ import numpy as np
 from fcn_perception.bag import typestore as T
 from fcn_perception.bag.read import Bag
 from fcn_perception.errors import BagError
+from fcn_perception.evaluation import boxes as B
+from fcn_perception.evaluation.camvid import CLASSES, PALETTE
+from fcn_perception.evaluation.detection import DetectionEvaluator
+from fcn_perception.evaluation.plots import plot_pr_curves
+from fcn_perception.evaluation.segmentation import (
+    ConfusionMatrix,
+    segmentation_scores,
+    write_outputs,
+)
 
 SEG_TOPIC = "/segmentation/labels"
 DET_TOPIC = "/detections"
@@ -105,9 +114,6 @@ class BoxRule:
     def from_card(cls, card: dict | None) -> BoxRule:
         """The card's ``box_derivation`` (as ``evaluate detection`` reads it); label ids
         from it, else the card's class names looked up in CamVid's classes."""
-        from fcn_perception.training import boxes as B
-        from fcn_perception.training.camvid import CLASSES
-
         card = card or {}
         rule = card.get("box_derivation") or {}
         ids = rule.get("label_ids")
@@ -120,9 +126,7 @@ class BoxRule:
                    int(rule.get("connectivity", B.DEFAULT_CONNECTIVITY)))
 
     def derive(self, label: np.ndarray):
-        from fcn_perception.training.boxes import derive_boxes
-
-        return derive_boxes(label, self.label_ids, self.min_area, self.connectivity)
+        return B.derive_boxes(label, self.label_ids, self.min_area, self.connectivity)
 
 
 @dataclass
@@ -140,15 +144,11 @@ class Scorer:
     without_gt: int = 0
 
     def __post_init__(self) -> None:
-        from fcn_perception.training.metrics import ConfusionMatrix
-
         k = len(self.seg_classes) if self.seg_classes else 0
         self.conf = ConfusionMatrix(k, self.ignore_index) if k else None
         self.missed = np.zeros(k, np.int64)  # labelled pixels of dropped frames, per class
         self.det_eval = None
         if self.det_classes:
-            from fcn_perception.training.det_metrics import DetectionEvaluator
-
             self.det_eval = DetectionEvaluator(self.det_classes)
         self.latency: dict[str, list[float]] = {"segmentation": [], "detection": []}
         self.samples: list[dict] = []
@@ -193,8 +193,6 @@ class Scorer:
     def segmentation(self) -> dict:
         """Scores with dropped frames' labelled pixels counted as misses of their class
         (the same as ``conf.scores`` when nothing was dropped)."""
-        from fcn_perception.training.metrics import segmentation_scores
-
         if not self.missed.any():
             return self.conf.scores(self.seg_classes)
         k = len(self.seg_classes)
@@ -313,8 +311,6 @@ def evaluate_bag(bag_path: str | Path, json_path: str | Path, report_dir: str | 
         result: dict = {"bag": str(bag_path), "mode": "live" if live else "offline",
                         "image_topic": image_topic, "label_topic": label_topic}
 
-    from fcn_perception.training.evaluate_segmentation import write_outputs
-
     pictures = {}
     if seg_classes:
         seg_scores = scorer.segmentation()
@@ -336,8 +332,6 @@ def evaluate_bag(bag_path: str | Path, json_path: str | Path, report_dir: str | 
             answered["frames"] = scorer.frames - scorer.seg_dropped
             result["segmentation_answered"] = answered
     if det_classes:
-        from fcn_perception.training.det_metrics import plot_pr_curves
-
         result["detection"] = scorer.detection()
         pictures["pr"] = report_dir / "detection_pr.png"
         plot_pr_curves(scorer.det_eval, pictures["pr"],
@@ -374,15 +368,11 @@ def evaluate_bag(bag_path: str | Path, json_path: str | Path, report_dir: str | 
 
 
 def _default_palette():
-    from fcn_perception.training.camvid import PALETTE
-
     return [list(c) for c in PALETTE]
 
 
 def _box_rule_json(rule: BoxRule, classes) -> dict:
-    from fcn_perception.training.boxes import derivation_rule
-
-    return derivation_rule(classes, rule.label_ids, rule.min_area, rule.connectivity)
+    return B.derivation_rule(classes, rule.label_ids, rule.min_area, rule.connectivity)
 
 
 def _predict(segmenter, detector, frame: Frame, bag: Bag, topic: str) -> Prediction:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fcn_perception.bag import typestore as T
 from fcn_perception.errors import BagError
+from fcn_perception.evaluation.camvid import CamVid
 
 IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"
@@ -41,8 +42,6 @@ def make_bag(data_dir, split, out, rate: float = 10.0, compressed: bool = False,
     nothing is left at ``out`` then.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
-
-    from fcn_perception.training.camvid import CamVid
 
     if rate <= 0:
         raise BagError(f"--rate must be positive, got {rate}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fcn_perception.evaluation.plots import plot_latency_histogram
 from fcn_perception.imaging.drawing import blend, colorize, draw_detections, palette_lut
 
 #: the examples draw at most DRAW_TOP predicted boxes scoring DRAW_MIN or more (all are scored)
@@ -112,8 +113,6 @@ def _frame_accuracy(label, pred, ignore_index) -> float:
 def write_report(report_dir: str | Path, result: dict, scorer, palette,
                  pictures: dict) -> Path:
     """Write ``report_dir/index.html``; return its path."""
-    from fcn_perception.training.plots import plot_latency_histogram
-
     report_dir = Path(report_dir)
     live = result["mode"] == "live"
     parts = [f"<h1>bag eval: {html.escape(Path(result['bag']).name)}</h1>",

@@ -10,11 +10,17 @@ With ``n[i, j]`` the number of pixels of class ``i`` predicted as ``j`` and
 * frequency-weighted IU ``(sum_k t_k)^-1 sum_i t_i n_ii / (t_i + sum_j n_ji - n_ii)``
 
 Classes absent from both ground truth and prediction are left out of the means
-(their IoU is reported as ``None``).
+(their IoU is reported as ``None``).  :func:`write_outputs` writes the scores as
+``evaluate segmentation`` and ``bag eval`` report them: a JSON and two pictures.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+
+from fcn_perception.evaluation.plots import plot_confusion, plot_iou_bars
 
 
 class ConfusionMatrix:
@@ -73,3 +79,18 @@ def segmentation_scores(matrix: np.ndarray, class_names=None) -> dict:
         "per_class_accuracy": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, acc)},
         "pixels": int(total),
     }
+
+
+def write_outputs(scores: dict, conf: ConfusionMatrix, classes, palette, json_path) -> dict:
+    """Write the metrics JSON and the two pictures beside it; return their paths."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    stem = json_path.with_suffix("")
+    pictures = {
+        "confusion_png": str(plot_confusion(conf.matrix, classes, f"{stem}_confusion.png")),
+        "iou_png": str(plot_iou_bars(scores["per_class_iou"], f"{stem}_iou.png",
+                                     palette=[tuple(c) for c in palette])),
+    }
+    json_path.write_text(json.dumps({**scores, "confusion_matrix": conf.matrix.tolist(),
+                                     **pictures}, indent=2) + "\n")
+    return pictures

@@ -144,33 +144,3 @@ class DetectionEvaluator:
             "images": int(self.images),
         }
 
-
-def plot_pr_curves(evaluator: DetectionEvaluator, path, palette=None, title: str = "") -> None:
-    """Precision-recall curves of every class at IoU 0.5 (monotone envelope), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = evaluator.summary()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for c, name in enumerate(evaluator.class_names):
-        if evaluator.num_gt[c] == 0:
-            continue
-        p, r = evaluator.curves(c, 0)
-        if len(p):
-            p = np.maximum.accumulate(p[::-1])[::-1]
-        color = None if palette is None else np.asarray(palette[c]) / 255.0
-        ax.plot(np.concatenate([[0], r]), np.concatenate([[p[0] if len(p) else 0], p]),
-                label=f"{name} AP50={summary['per_class_ap'][name]:.3f}", color=color)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title(title or f"Precision-recall at IoU 0.5 (mAP@0.5 = {summary['map50']:.3f})",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

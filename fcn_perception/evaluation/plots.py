@@ -1,4 +1,5 @@
-"""Pictures of results: confusion matrices, per-class IoU bars, latency histograms."""
+"""Pictures of results: confusion matrices, per-class IoU bars, precision-recall curves,
+latency histograms."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from fcn_perception.evaluation.detection import DetectionEvaluator  # noqa: E402
 
 
 def plot_confusion(matrix: np.ndarray, class_names, path: str | Path,
@@ -50,6 +53,29 @@ def plot_iou_bars(per_class_iou: dict, path: str | Path, palette=None,
     if valid:
         ax.axvline(float(np.mean(valid)), color="gray", ls="--", lw=1)
     return _save(fig, ax, "IoU", title, path)
+
+
+def plot_pr_curves(evaluator: DetectionEvaluator, path: str | Path, palette=None,
+                   title: str = "") -> Path:
+    """Precision-recall curves of every class at IoU 0.5 (monotone envelope), as a PNG."""
+    summary = evaluator.summary()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for c, name in enumerate(evaluator.class_names):
+        if evaluator.num_gt[c] == 0:
+            continue
+        p, r = evaluator.curves(c, 0)
+        if len(p):
+            p = np.maximum.accumulate(p[::-1])[::-1]
+        color = None if palette is None else np.asarray(palette[c]) / 255.0
+        ax.plot(np.concatenate([[0], r]), np.concatenate([[p[0] if len(p) else 0], p]),
+                label=f"{name} AP50={summary['per_class_ap'][name]:.3f}", color=color)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    title = title or f"Precision-recall at IoU 0.5 (mAP@0.5 = {summary['map50']:.3f})"
+    return _save(fig, ax, "recall", title, path)
 
 
 def plot_latency_histogram(latencies_ms, path: str | Path, title: str = "Latency") -> Path:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# CamVid 11-class ids (see training/camvid.py)
+# CamVid 11-class ids (see fcn_perception.evaluation.camvid)
 DEFAULT_CLASS_IDS = (8, 9, 10)  # Car, Pedestrian, Bicyclist
 SIGN_SYMBOL_ID = 6
 DEFAULT_MIN_AREA = 100

@@ -1,4 +1,6 @@
-"""CamVid: the 11-class road-scene dataset (Brostow et al. 2009).
+"""CamVid: the 11-class road-scene dataset (Brostow et al. 2009): its class names,
+palette and ignore index, and a reader of its frames and label maps (numpy and Pillow
+only), shared by evaluation, ``bag make`` and training.
 
 Two layouts are read:
 
