@@ -1,23 +1,92 @@
-"""ONNX export: the CLI, dynamic axes, opset, embedded card, checker; the export cache."""
+"""ONNX export of the shipped models (``DEFAULT_WEIGHTS``): fp32 (dynamic axes, opset,
+embedded card, checker, cache), fp16 and int8 (Q/DQ), and their agreement with fp32 in
+ONNX Runtime on real CamVid val frames at 360x480:
+
+* segmentation labels >= 99% identical for fp16, >= 95% for int8;
+* detection: >= 95% of fp32's boxes (score >= 0.5; at least 10 of them) reproduced by a
+  same-class box at IoU >= 0.9 (score >= 0.4), for fp16 and int8.
+"""
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import test_inference as common
+from onnx import TensorProto
 
+import fcn_perception
 from fcn_perception.cli import main
+from fcn_perception.inference.agreement import compare_frames, matched_boxes, read_frames
+from fcn_perception.weights_io import DEFAULT_WEIGHTS
 
-# shared session fixtures and helpers (one export per test session)
-inference_cache = common.inference_cache
-seg_weights = common.seg_weights
-camvid_frames = common.camvid_frames
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "camvid"
+SAMPLE = ROOT / "fcn_perception" / "data" / "camvid_sample"
 
 
+def _folder(split: str) -> Path:
+    """A CamVid split: ../shared/camvid, else the packaged sample (val only)."""
+    for folder in (SHARED / split, SAMPLE / split, SAMPLE / "val"):
+        if folder.is_dir() and any(folder.glob("*.png")):
+            return folder
+    pytest.skip(f"no CamVid {split} frames (../shared/camvid or {SAMPLE})")
 
-def test_export_cli_writes_a_checked_onnx_with_dynamic_axes(seg_weights, tmp_path, capsys):
+
+VAL_FRAMES = 8  # evenly spaced over val; each 360x480
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="session")
+def val_frames():
+    frames = read_frames(_folder("val"), VAL_FRAMES)
+    assert all(f.shape == (360, 480, 3) for f in frames)
+    return frames
+
+
+def _shipped(task: str) -> Path:
+    weights = DEFAULT_WEIGHTS[task]
+    assert weights.is_file(), f"the shipped {task} weights {weights} are missing"
+    return weights
+
+
+@pytest.fixture(scope="session")
+def seg_onnx(onnx_dir):
+    from fcn_perception.inference.export import cached_onnx
+
+    return cached_onnx(_shipped("segmentation"), directory=onnx_dir)
+
+
+@pytest.fixture(scope="session")
+def det_onnx(onnx_dir):
+    from fcn_perception.inference.export import cached_onnx
+
+    return cached_onnx(_shipped("detection"), directory=onnx_dir)
+
+
+def _ort(task: str, path: Path):
+    return fcn_perception.load_predictor(task, "onnxruntime-cpu", path)
+
+
+def _int8(path: Path, task: str, fmt: str, directory: Path) -> Path:
+    from fcn_perception.inference.export import read_onnx_card
+    from fcn_perception.inference.preprocess import InputSpec
+    from fcn_perception.inference.quantize import quantized_onnx
+
+    spec = InputSpec.from_card(read_onnx_card(path))
+    return quantized_onnx(path, _folder("train"), spec, "minmax", 8, fmt=fmt,
+                          directory=directory)
+
+
+# --------------------------------------------------------------------------- fp32
+def test_export_cli_writes_a_checked_onnx_with_dynamic_axes(tmp_path, capsys):
     out = tmp_path / "fcn.onnx"
-    assert main(["export", "--weights", str(seg_weights), "-o", str(out), "--opset", "18"]) == 0
+    assert main(["export", "--task", "segmentation", "-o", str(out), "--opset", "18"]) == 0
     assert "wrote" in capsys.readouterr().out
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto, full_check=True)
@@ -26,31 +95,38 @@ def test_export_cli_writes_a_checked_onnx_with_dynamic_axes(seg_weights, tmp_pat
     assert inp.name == "image"
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
-    assert [o.name for o in proto.graph.output] == ["labels"]
-    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    from fcn_perception.inference.export import read_onnx_card
+
+    card = read_onnx_card(out)
+    expected = "logits" if card["input"].get("size") else "labels"
+    assert [o.name for o in proto.graph.output] == [expected]
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert '"fcn8s"' in meta["fcn_perception.card"]
+    assert f'"{card["architecture"]["name"]}"' in meta["fcn_perception.card"]
     assert not list(tmp_path.glob("*.data")), "the export must be one self-contained file"
 
 
-def test_export_rejects_old_opsets_and_wrong_task(seg_weights, tmp_path, capsys):
-    assert main(["export", "--weights", str(seg_weights), "-o", str(tmp_path / "x.onnx"),
+def test_export_rejects_old_opsets_and_wrong_task(tmp_path, capsys):
+    seg = str(_shipped("segmentation"))
+    assert main(["export", "--weights", seg, "-o", str(tmp_path / "x.onnx"),
                  "--opset", "13"]) == 2
     assert "opset 13" in capsys.readouterr().err
-    assert main(["export", "--task", "detection", "--weights", str(seg_weights),
+    assert main(["export", "--task", "detection", "--weights", seg,
                  "-o", str(tmp_path / "y.onnx")]) == 2
     assert "segmentation model" in capsys.readouterr().err
+    assert main(["export", "--task", "segmentation", "-o", str(tmp_path / "z.onnx"),
+                 "--precision", "int8"]) == 2
+    assert "--calibration-images" in capsys.readouterr().err
 
 
-def test_cached_onnx_is_reused_and_replaced_when_corrupt(seg_weights):
+def test_cached_onnx_is_reused_and_replaced_when_corrupt(tmp_path):
     from fcn_perception.inference.export import SHA_KEY, cached_onnx, read_onnx_metadata
 
-    first = cached_onnx(seg_weights)
+    first = cached_onnx(_shipped("segmentation"), directory=tmp_path)
     stamp = first.stat().st_mtime_ns
-    assert cached_onnx(seg_weights) == first and first.stat().st_mtime_ns == stamp
-    assert read_onnx_metadata(first)[SHA_KEY]
+    assert cached_onnx(_shipped("segmentation"), directory=tmp_path) == first
+    assert first.stat().st_mtime_ns == stamp
     first.write_bytes(b"garbage")
-    again = cached_onnx(seg_weights)
+    again = cached_onnx(_shipped("segmentation"), directory=tmp_path)
     assert again == first and read_onnx_metadata(again)[SHA_KEY]
 
 
@@ -61,60 +137,161 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     assert cache_dir("onnx") == tmp_path / "c" / "onnx" and (tmp_path / "c" / "onnx").is_dir()
 
 
-def test_exported_graph_runs_any_size_in_onnxruntime(seg_weights):
+def test_exported_graph_runs_any_size_in_onnxruntime(seg_onnx):
     import onnxruntime as ort
 
-    from fcn_perception.inference.export import cached_onnx
-
-    sess = ort.InferenceSession(str(cached_onnx(seg_weights)), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(seg_onnx), providers=["CPUExecutionProvider"])
     for shape in ((1, 3, 45, 77), (2, 3, 64, 64)):
-        (labels,) = sess.run(None, {"image": np.zeros(shape, np.float32)})
-        assert labels.shape == (shape[0], *shape[2:]) and labels.dtype == np.uint8
+        (out,) = sess.run(None, {"image": np.zeros(shape, np.float32)})
+        assert out.shape[0] == shape[0] and out.shape[-2:] == shape[2:]
 
 
-def test_build_engine_without_tensorrt_is_a_clear_error(seg_weights, capsys):
+def test_build_engine_without_tensorrt_is_a_clear_error(capsys):
     from fcn_perception.inference.backends.tensorrt_backend import tensorrt_unavailable
 
     if tensorrt_unavailable() is None:
         pytest.skip("TensorRT is available here")
-    assert main(["build-engine", "--weights", str(seg_weights)]) == 2
+    assert main(["build-engine", "--task", "segmentation"]) == 2
     err = capsys.readouterr().err
-    assert "TensorRT" in err and "tensorrt" in err
+    assert err.startswith("error: cannot build a TensorRT engine here") and "tensorrt" in err
 
 
-def test_cli_registers_inference_commands():
+def test_export_and_build_engine_share_one_calibration_definition():
     from fcn_perception.cli import build_parser
 
     parser = build_parser()
-    for cmd in ("export", "build-engine", "bench"):
-        assert parser.parse_args([cmd]).command == cmd
+    export = parser.parse_args(["export"])
+    engine = parser.parse_args(["build-engine"])
+    for name in ("calibrator", "calibration_limit", "calibration_images"):
+        assert getattr(export, name) == getattr(engine, name), name
+    for cmd in ("export", "build-engine"):
+        assert parser.parse_args([cmd, "--calibrator", "entropy"]).calibrator == "entropy"
 
 
-def test_int8_export_with_accuracy_check(seg_weights, tmp_path, capsys):
-    import json
+# --------------------------------------------------------------------------- fp16
+def _input_types(model: onnx.ModelProto, op_types: set[str]) -> dict[str, set[int]]:
+    """op type -> element types of its data input (after shape inference)."""
+    model = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*model.graph.value_info, *model.graph.input, *model.graph.output)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    found: dict[str, set[int]] = {}
+    for node in model.graph.node:
+        if node.op_type in op_types:
+            found.setdefault(node.op_type, set()).add(types.get(node.input[0]))
+    return found
 
-    from PIL import Image
 
-    import fcn_perception
+def test_fp16_graphs_keep_the_sensitive_parts_in_fp32(seg_onnx, det_onnx, onnx_dir):
+    from fcn_perception.inference.export import fp16_onnx, onnx_variant
 
-    frames, labels = tmp_path / "val", tmp_path / "valannot"
-    frames.mkdir()
-    labels.mkdir()
-    for i, frame in enumerate(camvid_frames(2)):
-        Image.fromarray(frame).save(frames / f"{i}.png")
-        Image.fromarray((frame[:, :, 0] // 24).astype(np.uint8)).save(labels / f"{i}.png")
-    weights = tmp_path / "small.safetensors"  # a reduced-size card: logits + upsampling
-    weights.write_bytes(seg_weights.read_bytes())
-    card = json.loads(seg_weights.with_suffix(".json").read_text())
-    card["input"]["size"] = [90, 120]
-    weights.with_suffix(".json").write_text(json.dumps(card))
-    out = tmp_path / "q.onnx"
-    assert main(["export", "--weights", str(weights), "-o", str(out), "--precision", "int8",
-                 "--calibration-images", str(frames), "--check-images", str(frames)]) == 0
+    for path, sensitive in ((seg_onnx, {"ArgMax"}),
+                            (det_onnx, {"CumSum", "Softmax", "Exp", "NonMaxSuppression"})):
+        half = onnx.load(str(fp16_onnx(path, directory=onnx_dir)))
+        assert onnx_variant(fp16_onnx(path, directory=onnx_dir)) == "fp16"
+        convs = _input_types(half, {"Conv"})
+        assert convs["Conv"] == {TensorProto.FLOAT16}
+        weights = {t.name: t.data_type for t in half.graph.initializer}
+        conv_w = {weights[n.input[1]] for n in half.graph.node if n.op_type == "Conv"}
+        assert conv_w == {TensorProto.FLOAT16}, "weights are stored in fp16"
+        kept = _input_types(half, sensitive)
+        if path == seg_onnx and not kept:  # a logits graph: the argmax is the Predictor's
+            assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+        for op in sensitive & set(kept):
+            assert kept[op] == {TensorProto.FLOAT}, f"{op} must read float32"
+        assert [i.type.tensor_type.elem_type for i in half.graph.input] == [TensorProto.FLOAT]
+        base = onnx.load(str(path), load_external_data=False)
+        assert [(o.name, o.type.tensor_type.elem_type) for o in half.graph.output] == \
+            [(o.name, o.type.tensor_type.elem_type) for o in base.graph.output]
+
+
+def test_fp16_segmentation_agrees_with_fp32(seg_onnx, onnx_dir, val_frames):
+    from fcn_perception.inference.export import fp16_onnx
+
+    half = _ort("segmentation", fp16_onnx(seg_onnx, directory=onnx_dir))
+    assert half.backend.precision == "fp16"
+    report = compare_frames(_ort("segmentation", seg_onnx), half, val_frames)
+    assert report["pixels"] == VAL_FRAMES * 360 * 480
+    assert report["agreement"] >= 0.99, report
+
+
+def test_fp16_detection_agrees_with_fp32(det_onnx, onnx_dir, val_frames):
+    from fcn_perception.inference.export import fp16_onnx
+
+    report = compare_frames(_ort("detection", det_onnx),
+                            _ort("detection", fp16_onnx(det_onnx, directory=onnx_dir)),
+                            val_frames)
+    assert report["boxes"] >= 10, f"too few boxes for a meaningful comparison: {report}"
+    assert report["agreement"] >= 0.95, report
+
+
+# --------------------------------------------------------------------------- int8
+def test_int8_segmentation_agrees_with_fp32_in_both_formats(seg_onnx, onnx_dir, val_frames):
+    from fcn_perception.inference.export import load_onnx_proto, onnx_variant
+    from fcn_perception.inference.quantize import tensorrt_problems
+
+    ref = _ort("segmentation", seg_onnx)
+    for fmt in ("tensorrt", "onnxruntime"):
+        path = _int8(seg_onnx, "segmentation", fmt, onnx_dir)
+        assert onnx_variant(path) == "int8-qdq"
+        problems = tensorrt_problems(load_onnx_proto(path))
+        assert (problems == []) == (fmt == "tensorrt"), problems[:3]
+        q = _ort("segmentation", path)
+        assert q.backend.precision == "int8"
+        report = compare_frames(ref, q, val_frames[:4])
+        assert report["agreement"] >= 0.95, (fmt, report)
+
+
+def test_int8_detection_agrees_with_fp32(det_onnx, onnx_dir, val_frames):
+    from fcn_perception.inference.export import load_onnx_proto
+    from fcn_perception.inference.quantize import tensorrt_problems
+
+    path = _int8(det_onnx, "detection", "tensorrt", onnx_dir)
+    proto = load_onnx_proto(path)
+    assert tensorrt_problems(proto) == []
+    dq = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    quantized = {n.op_type for n in proto.graph.node if set(n.input) & dq}
+    assert "Conv" in quantized and not quantized & {"CumSum", "Softmax", "NonMaxSuppression"}
+    report = compare_frames(_ort("detection", det_onnx), _ort("detection", path), val_frames)
+    assert report["boxes"] >= 10, f"too few boxes for a meaningful comparison: {report}"
+    assert report["agreement"] >= 0.95, report
+
+
+def test_export_cli_fp16_reports_its_agreement(tmp_path, capsys):
+    val = _folder("val")
+    out = tmp_path / "half.onnx"
+    assert main(["export", "--task", "segmentation", "-o", str(out), "--precision", "fp16",
+                 "--check-images", str(val), "--check-limit", "2"]) == 0
     text = capsys.readouterr().out
-    assert "identical labels" in text and "mean IoU fp32" in text
-    p = fcn_perception.load_predictor("segmentation", weights=out)
-    assert p.backend.precision == "int8"
-    assert p(camvid_frames(1)[0]).labels.shape == (360, 480)
-    assert main(["export", "--weights", str(weights), "-o", str(out), "--precision",
-                 "int8"]) == 2
+    match = re.search(r"fp16 vs fp32 on 2 frames .*: ([0-9.]+)% identical labels", text)
+    assert match and float(match.group(1)) >= 99.0, text
+    from fcn_perception.inference.export import onnx_variant
+
+    assert onnx_variant(out) == "fp16"
+
+
+def test_export_cli_int8_reports_its_agreement(tmp_path, capsys):
+    val = _folder("val")
+    out = tmp_path / "q.onnx"
+    assert main(["export", "--task", "segmentation", "-o", str(out), "--precision", "int8",
+                 "--calibration-images", str(_folder("train")), "--calibration-limit", "4",
+                 "--check-images", str(val), "--check-limit", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "Q/DQ in tensorrt format" in text
+    match = re.search(r"int8 vs fp32 on 2 frames .*: ([0-9.]+)% identical labels", text)
+    assert match and float(match.group(1)) >= 95.0, text
+    if (val.parent / (val.name + "annot")).is_dir():
+        ious = re.search(r"mean IoU fp32 ([0-9.]+)%, int8 ([0-9.]+)%", text)
+        assert ious and abs(float(ious.group(1)) - float(ious.group(2))) < 5.0, text
+
+
+# --------------------------------------------------------------------------- matching rule
+def test_box_matching_is_one_to_one_same_class_and_iou_bound():
+    ref = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]], float)
+    ref_labels = np.array([0, 0, 1, 2])
+    cand = np.array([[0, 0, 10, 10.4], [20, 20, 40, 40], [50, 50, 60, 60]], float)
+    cand_labels = np.array([0, 1, 1])  # the last has another class
+    got = matched_boxes(ref, ref_labels, cand, cand_labels, iou=0.9)
+    # one candidate for the two identical reference boxes; class 2 has no candidate
+    assert got.tolist() == [True, False, True, False]
+    assert matched_boxes(ref[:1], [0], cand[:1] + 2.0, [0], iou=0.9).tolist() == [False]

@@ -1,27 +1,51 @@
-"""INT8 calibration data for TensorRT: a folder of images -> normalised batches.
+"""INT8 calibration data: a folder of images -> network-input batches, and the one
+definition of the calibration options.
 
-:class:`CalibrationBatches` (no TensorRT needed) lists and prepares the images;
-:func:`make_calibrator` wraps it in TensorRT's ``IInt8EntropyCalibrator2`` or
-``IInt8MinMaxCalibrator`` with a calibration cache file, feeding device buffers that are
-torch CUDA tensors.
+Calibration feeds :func:`fcn_perception.inference.quantize.quantized_onnx`, which writes
+the explicit Q/DQ graph that ONNX Runtime and TensorRT (10 and 11) both build; there are
+no TensorRT implicit calibrators (TensorRT 11 removed them; see
+:mod:`fcn_perception.inference.tensorrt_plan`).
+
+:data:`METHODS`, :data:`DEFAULT_METHOD` and :data:`DEFAULT_LIMIT` are used by
+``fcn-perception export``, ``fcn-perception build-engine`` (:func:`add_arguments`) and
+:func:`fcn_perception.load_predictor` alike.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fcn_perception.inference.preprocess import InputSpec, Preprocessor
+if TYPE_CHECKING:  # the CLI imports this module for its options: keep torch out of --help
+    from fcn_perception.inference.preprocess import InputSpec
 
 log = logging.getLogger("fcn_perception.inference")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
-CALIBRATORS = ("entropy", "minmax")
+#: how activation ranges are chosen from the calibration frames (ONNX Runtime's methods)
+METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_METHOD = "minmax"
+#: frames calibrated on: evenly spaced over the folder
+DEFAULT_LIMIT = 32
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--calibration-images``, ``--calibrator``, ``--calibration-limit``."""
+    parser.add_argument("--calibration-images", type=Path, default=None,
+                        help="folder of frames like the camera's to calibrate int8 activation "
+                        "ranges on (e.g. ../shared/camvid/train)")
+    parser.add_argument("--calibrator", choices=METHODS, default=DEFAULT_METHOD,
+                        help=f"how ranges are chosen (default {DEFAULT_METHOD})")
+    parser.add_argument("--calibration-limit", type=int, default=DEFAULT_LIMIT,
+                        help=f"calibrate on at most this many frames (default {DEFAULT_LIMIT})")
 
 
 def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
+    """The images of ``folder`` (sorted), at most ``limit`` evenly spaced ones."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"calibration folder {folder} does not exist")
@@ -45,10 +69,12 @@ class CalibrationBatches:
         self.spec = spec
         self.hw = (int(hw[0]), int(hw[1]))
         self.batch_size = int(batch_size)
+        from fcn_perception.inference.preprocess import Preprocessor  # torch (see above)
+
         self.pre = Preprocessor(spec)
 
     def fingerprint(self, algorithm: str) -> str:
-        """Identifies the calibration set, size and algorithm (part of the engine key)."""
+        """Identifies the calibration set, size and algorithm (part of cache keys)."""
         h = hashlib.sha256(f"{algorithm}|{self.hw}|{self.batch_size}|{self.spec}".encode())
         for p in self.images:
             st = p.stat()
@@ -68,49 +94,3 @@ class CalibrationBatches:
         for i in range(len(self)):
             chunk = self.images[i * self.batch_size:(i + 1) * self.batch_size]
             yield np.stack([self.load(p) for p in chunk])
-
-
-def make_calibrator(algorithm: str, batches: CalibrationBatches, cache_file: str | Path):
-    """A TensorRT INT8 calibrator (``"entropy"`` or ``"minmax"``) over ``batches``."""
-    import tensorrt as trt
-    import torch
-
-    if algorithm not in CALIBRATORS:
-        raise ValueError(f"calibrator must be one of {CALIBRATORS}, got {algorithm!r}")
-    base = trt.IInt8EntropyCalibrator2 if algorithm == "entropy" else trt.IInt8MinMaxCalibrator
-
-    class _Calibrator(base):
-        def __init__(self) -> None:
-            base.__init__(self)
-            self.batches = batches
-            self.iterator = iter(batches)
-            self.cache_file = Path(cache_file)
-            self.device_input = None
-            self.seen = 0
-
-        def get_batch_size(self) -> int:
-            return batches.batch_size
-
-        def get_batch(self, names):
-            try:
-                batch = next(self.iterator)
-            except StopIteration:
-                return None
-            self.device_input = torch.from_numpy(batch).cuda().contiguous()
-            torch.cuda.synchronize()
-            self.seen += 1
-            if self.seen % 20 == 0:
-                log.info("INT8 calibration: %d/%d batches", self.seen, len(batches))
-            return [int(self.device_input.data_ptr())]
-
-        def read_calibration_cache(self):
-            if self.cache_file.is_file():
-                log.info("INT8 calibration: reusing %s", self.cache_file)
-                return self.cache_file.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache) -> None:
-            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            self.cache_file.write_bytes(bytes(cache))
-
-    return _Calibrator()

@@ -3,8 +3,11 @@
 An engine only runs on the TensorRT version and GPU it was built for, and only for the
 precision and input-shape profile it was built with.  Its cache key is therefore::
 
-    sha256(ONNX file) + TensorRT version + GPU name + compute capability
-    + precision + optimisation profile (+ INT8 calibration set and algorithm)
+    sha256(the ONNX file built) + which ONNX variant it is (fp32, fp16, int8-qdq)
+    + TensorRT version + GPU name + compute capability + precision
+    + optimisation profile + the build plan's typing and flags
+
+(an int8 engine is built from a Q/DQ ONNX, whose sha256 covers its calibration).
 
 Engines live in ``<cache>/engines/<onnx stem>-<precision>-<key[:16]>.engine`` with a JSON
 sidecar (``.engine.json``) recording the key's fields and the engine's own sha256.  An
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from fcn_perception.weights_io import sha256_of
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 _HW = re.compile(r"^\s*(\d+)\s*[xX,]\s*(\d+)\s*$")
 
 
@@ -40,13 +43,17 @@ def parse_hw(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Profile:
-    """An optimisation profile for input ``image`` ``(1, 3, H, W)``: min/opt/max ``(H, W)``."""
+    """An optimisation profile for input ``image`` ``(N, 3, H, W)``: min/opt/max ``(H, W)``,
+    and batches 1 to ``max_batch`` (opt 1; detection graphs take batch 1 only)."""
 
     min: tuple[int, int] = (64, 64)
     opt: tuple[int, int] = (360, 480)
     max: tuple[int, int] = (1088, 1920)
+    max_batch: int = 1
 
     def __post_init__(self) -> None:
+        if int(self.max_batch) < 1:
+            raise ValueError(f"profile max_batch must be >= 1, got {self.max_batch}")
         for i, axis in enumerate(("height", "width")):
             if not self.min[i] <= self.opt[i] <= self.max[i]:
                 raise ValueError(
@@ -55,50 +62,58 @@ class Profile:
                 )
 
     @classmethod
-    def parse(cls, text: str) -> Profile:
+    def parse(cls, text: str, max_batch: int = 1) -> Profile:
         """``"MINHxMINW:OPTHxOPTW:MAXHxMAXW"`` or a single ``"HxW"`` (a fixed shape)."""
         parts = str(text).split(":")
         if len(parts) == 1:
             hw = parse_hw(parts[0])
-            return cls(hw, hw, hw)
+            return cls(hw, hw, hw, max_batch)
         if len(parts) != 3:
             raise ValueError(f"expected a profile MIN:OPT:MAX such as 64x64:360x480:1088x1920, "
                              f"got {text!r}")
-        return cls(*(parse_hw(p) for p in parts))
+        return cls(*(parse_hw(p) for p in parts), max_batch)
 
     @classmethod
-    def for_card(cls, card: dict) -> Profile:
+    def for_card(cls, card: dict, max_batch: int = 1) -> Profile:
         """A fixed profile when the card resizes to ``input.size``, else the default range."""
         size = (card.get("input") or {}).get("size")
         if size:
             hw = (int(size[0]), int(size[1]))
-            return cls(hw, hw, hw)
-        return cls()
+            return cls(hw, hw, hw, max_batch)
+        return cls(max_batch=max_batch)
 
     def shapes(self) -> tuple[tuple, tuple, tuple]:
-        return tuple((1, 3, *hw) for hw in (self.min, self.opt, self.max))
+        """``(min, opt, max)`` ``(N, 3, H, W)`` shapes of input ``image``."""
+        return ((1, 3, *self.min), (1, 3, *self.opt), (int(self.max_batch), 3, *self.max))
 
     def contains(self, hw: tuple[int, int]) -> bool:
         return all(self.min[i] <= hw[i] <= self.max[i] for i in range(2))
 
     def __str__(self) -> str:
-        return ":".join(f"{h}x{w}" for h, w in (self.min, self.opt, self.max))
+        text = ":".join(f"{h}x{w}" for h, w in (self.min, self.opt, self.max))
+        return text + (f" (batch 1-{self.max_batch})" if self.max_batch > 1 else "")
 
 
 def engine_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_capability: str,
-               precision: str, profile: Profile, calibration: str | None = None) -> dict:
-    """The fields an engine depends on (``calibration``: a fingerprint, INT8 only)."""
+               precision: str, profile: Profile, onnx_variant: str,
+               plan: dict | None = None) -> dict:
+    """The fields an engine depends on.  ``onnx_variant``: ``fp32``, ``fp16`` or
+    ``int8-qdq`` (the file built); ``plan``: :meth:`BuildPlan.key_fields` (typing, flags)."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+    if onnx_variant not in ("fp32", "fp16", "int8-qdq"):
+        raise ValueError(f"onnx_variant must be fp32, fp16 or int8-qdq, got {onnx_variant!r}")
     return {
         "key_version": KEY_VERSION,
         "onnx_sha256": onnx_sha256,
+        "onnx_variant": onnx_variant,
         "tensorrt": str(trt_version),
         "gpu": str(gpu_name),
         "compute_capability": str(compute_capability),
         "precision": precision,
-        "profile": {k: list(v) for k, v in asdict(profile).items()},
-        "calibration": calibration if precision == "int8" else None,
+        "profile": {k: (list(v) if isinstance(v, tuple) else v)
+                    for k, v in asdict(profile).items()},
+        "plan": dict(plan or {}),
     }
 
 

@@ -218,6 +218,43 @@ def cached_onnx(weights: str | Path, task: str | None = None, opset: int = DEFAU
     return export_onnx(model, task, path, card=card, opset=opset, weights_sha256=digest)
 
 
+def onnx_variant(path: str | Path) -> str:
+    """``fp32``, ``fp16`` or ``int8-qdq``: which variant of the export an ONNX file is."""
+    from fcn_perception.inference.fp16 import precision_of
+
+    precision = precision_of(load_onnx_proto(path, load_weights=False))
+    return "int8-qdq" if precision == "int8" else precision
+
+
+def fp16_onnx(onnx_path: str | Path, output: str | Path | None = None,
+              directory: str | Path | None = None) -> Path:
+    """The fp16 version of fp32 ``onnx_path`` (:mod:`fcn_perception.inference.fp16`):
+    written to ``output``, else cached in ``directory`` (default: the ONNX cache folder)
+    as ``<stem>-fp16-<sha256[:16]>.onnx``."""
+    import onnx
+
+    from fcn_perception.inference.fp16 import FP16_VERSION, convert_to_fp16
+
+    onnx_path = Path(onnx_path)
+    if output is None:
+        folder = Path(directory) if directory else cache_dir("onnx")
+        digest = sha256_of(onnx_path)[:16]
+        output = folder / f"{onnx_path.stem}-fp16-{digest}-v{FP16_VERSION}.onnx"
+        if output.is_file():
+            return output
+    output = Path(output)
+    log.info("converting %s to fp16 -> %s", onnx_path.name, output)
+    model = convert_to_fp16(load_onnx_proto(onnx_path))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _atomic_path(output)
+    try:
+        onnx.save(model, str(tmp))
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output
+
+
 def load_onnx_proto(path: str | Path, load_weights: bool = True):
     """``onnx.load`` with a clear error for missing or corrupt files."""
     import onnx

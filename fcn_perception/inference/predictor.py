@@ -26,6 +26,7 @@ from fcn_perception.inference.backends import (
     cuda_available,
     unavailable_reason,
 )
+from fcn_perception.inference.calibration import DEFAULT_METHOD
 from fcn_perception.inference.contract import check_task
 from fcn_perception.inference.postprocess import detection_result, segmentation_result
 from fcn_perception.inference.preprocess import InputSpec, Preprocessor
@@ -36,7 +37,7 @@ log = logging.getLogger("fcn_perception.inference")
 
 TORCH_SUFFIXES = (".safetensors", ".pt", ".pth")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-ENGINE_OPTIONS = {"profile", "calibration_images", "calibrator", "calibration_limit",
+ENGINE_OPTIONS = {"gpu", "profile", "calibration_images", "calibrator", "calibration_limit",
                   "cache_dir", "rebuild", "workspace"}
 
 
@@ -162,7 +163,10 @@ def build_backend(name: str, task: str, kind: str, path: Path, card: dict,
             import torch
 
             torch.set_num_threads(int(num_threads))
-        return TorchBackend(model, task, spec, device=name.split("-", 1)[1], precision=precision)
+        device = name.split("-", 1)[1]
+        if device == "cuda" and trt_options.get("gpu") is not None:
+            device = f"cuda:{int(trt_options['gpu'])}"
+        return TorchBackend(model, task, spec, device=device, precision=precision)
     if kind == "engine" and name != "tensorrt":
         raise BackendUnavailable(f"{name} cannot run a TensorRT engine ({path.name})")
     if name.startswith("onnxruntime"):
@@ -176,7 +180,8 @@ def build_backend(name: str, task: str, kind: str, path: Path, card: dict,
         return OnnxRuntimeBackend(onnx_path, task, spec, device=name.split("-", 1)[1],
                                   precision=precision, num_threads=num_threads,
                                   calibration_images=trt_options.get("calibration_images"),
-                                  calibrator=trt_options.get("calibrator", "minmax"))
+                                  calibrator=trt_options.get("calibrator", DEFAULT_METHOD),
+                                  gpu=trt_options.get("gpu"))
     if name == "tensorrt":
         reason = unavailable_reason(name)
         if reason:
@@ -184,7 +189,7 @@ def build_backend(name: str, task: str, kind: str, path: Path, card: dict,
         from fcn_perception.inference.backends.tensorrt_backend import TensorRTBackend
 
         if kind == "engine":
-            return TensorRTBackend.from_engine(path, task, spec)
+            return TensorRTBackend.from_engine(path, task, spec, gpu=trt_options.get("gpu"))
         from fcn_perception.inference.export import cached_onnx
 
         onnx_path = path if kind == "onnx" else cached_onnx(path, task)
@@ -210,7 +215,8 @@ def load_predictor(task: str, backend: str = "auto", weights: str | Path | None 
         num_threads: CPU threads (default: the physical cores).
         score_threshold, max_detections: detection filtering on top of the model's own.
         trt_options: ``calibration_images`` (a folder; int8 on TensorRT or onnxruntime-cpu)
-            and ``calibrator`` (``"entropy"`` or ``"minmax"``); for TensorRT also
+            and ``calibrator`` (``"minmax"``, ``"entropy"`` or ``"percentile"``); ``gpu``
+            (a CUDA device index) for the CUDA and TensorRT backends; for TensorRT also
             ``profile`` (an
             :class:`~fcn_perception.inference.engine_cache.Profile` or
             ``"MINxMIN:OPTxOPT:MAXxMAX"``), ``cache_dir``, ``rebuild``.

@@ -1,45 +1,73 @@
-"""INT8 for ONNX Runtime on the CPU: static QDQ quantisation and its accuracy check.
+"""INT8 by explicit quantisation: a calibrated Q/DQ ONNX graph, for ONNX Runtime or
+TensorRT.
 
-:func:`quantized_onnx` calibrates activation ranges on a folder of images (MinMax or
-entropy), quantises weights per channel (int8) and activations (uint8) with
-``onnxruntime.quantization.quantize_static`` and caches the result beside the fp32
-export.  On CPUs without VNNI it still runs about 1.5x faster than fp32.  It changes the
-numbers: :func:`accuracy_check` compares fp32 and int8 on labelled frames (pixel
-agreement and mean IoU) -- run it (``fcn-perception export --precision int8
---check-images DIR``) before using int8 on a robot.
+:func:`quantized_onnx` calibrates activation ranges on a folder of images
+(:mod:`fcn_perception.inference.calibration`), then inserts ``QuantizeLinear`` /
+``DequantizeLinear`` pairs with ``onnxruntime.quantization.quantize_static``: per-channel
+int8 weights, per-tensor activations.  Only the convolutional trunk is quantised -- the
+nodes :func:`fcn_perception.inference.fp16.fp16_nodes` puts in fp16 -- so the argmax
+input, box decoding, PSRoI pooling, softmax and NMS stay float32.
+
+Two formats of the same quantisation, because the two runtimes want different ones:
+
+``tensorrt``     int8 activations with zero point 0 (symmetric) and fp32 biases:
+                 TensorRT (10 and 11) accepts only symmetric int8 Q/DQ on the GPU.  ONNX
+                 Runtime runs it too (slower on the CPU: no u8s8 kernels).
+``onnxruntime``  uint8 activations (asymmetric) and int32 biases: what ONNX Runtime's
+                 CPU kernels fuse into QLinearConv (about 3x faster than fp32 here);
+                 TensorRT rejects it (:func:`tensorrt_problems` says why).
+
+Quantisation changes the numbers: compare with fp32 before use (``fcn-perception
+export --precision int8 --check-images DIR``, :mod:`fcn_perception.inference.agreement`).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 
-import numpy as np
+import onnx
 
-from fcn_perception.inference.calibration import CalibrationBatches, list_images
+from fcn_perception.inference.calibration import (
+    DEFAULT_LIMIT,
+    DEFAULT_METHOD,
+    METHODS,
+    CalibrationBatches,
+    list_images,
+)
+from fcn_perception.inference.fp16 import PRECISION_KEY, fp16_nodes
 from fcn_perception.inference.preprocess import InputSpec
 
 log = logging.getLogger("fcn_perception.inference")
 
-METHODS = ("minmax", "entropy")
+FORMATS = ("tensorrt", "onnxruntime")
+FORMAT_KEY = "fcn_perception.int8_format"
+CALIBRATION_KEY = "fcn_perception.calibration"
+QUANTIZE_VERSION = 2  # bump when the quantised graph changes for the same inputs
 
 
-def _fingerprint(onnx_path: Path, batches: CalibrationBatches, method: str) -> str:
-    import hashlib
+def _settings(fmt: str) -> dict:
+    from onnxruntime.quantization import QuantType
 
-    from fcn_perception.weights_io import sha256_of
-
-    return hashlib.sha256((sha256_of(onnx_path) + batches.fingerprint(method)).encode()
-                          ).hexdigest()
+    if fmt == "tensorrt":
+        return {"activation_type": QuantType.QInt8,
+                "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True,
+                                  "QuantizeBias": False}}
+    return {"activation_type": QuantType.QUInt8,
+            "extra_options": {"ActivationSymmetric": False, "WeightSymmetric": True}}
 
 
 def quantized_onnx(onnx_path: str | Path, calibration_images: str | Path, spec: InputSpec,
-                   method: str = "minmax", limit: int = 32,
-                   output: str | Path | None = None) -> Path:
-    """The int8 (QDQ) version of ``onnx_path``, calibrated on ``calibration_images``.
+                   method: str = DEFAULT_METHOD, limit: int = DEFAULT_LIMIT,
+                   output: str | Path | None = None, fmt: str = "onnxruntime",
+                   directory: str | Path | None = None) -> Path:
+    """The int8 Q/DQ version of fp32 ``onnx_path``, calibrated on ``calibration_images``.
 
-    Cached as ``<stem>-int8-<key>.onnx`` beside the input (or at ``output``), keyed by the
-    fp32 model's sha256, the images and the method.
+    Written to ``output``, else cached in ``directory`` (default: the ONNX cache folder)
+    as ``<stem>-int8-<fmt>-<key>.onnx``, keyed by the fp32 model's sha256, the
+    calibration frames, the method and the format.  ``fmt``: ``tensorrt`` or
+    ``onnxruntime`` (see the module docstring).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -50,8 +78,13 @@ def quantized_onnx(onnx_path: str | Path, calibration_images: str | Path, spec: 
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from fcn_perception.inference.export import cache_dir
+    from fcn_perception.weights_io import sha256_of
+
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"int8 format must be one of {FORMATS}, got {fmt!r}")
     onnx_path = Path(onnx_path)
     images = list_images(calibration_images, limit)
     hw = spec.size
@@ -61,13 +94,15 @@ def quantized_onnx(onnx_path: str | Path, calibration_images: str | Path, spec: 
         with Image.open(images[0]) as im:
             hw = (im.height, im.width)
     batches = CalibrationBatches(images, spec, hw)
-    key = _fingerprint(onnx_path, batches, method)
-    path = Path(output) if output else onnx_path.with_name(
-        f"{onnx_path.stem}-int8-{key[:16]}.onnx")
+    fingerprint = batches.fingerprint(method)
+    key = hashlib.sha256(f"{sha256_of(onnx_path)}|{fingerprint}|{fmt}|{QUANTIZE_VERSION}"
+                         .encode()).hexdigest()
+    folder = Path(directory) if directory else cache_dir("onnx")
+    path = Path(output) if output else folder / f"{onnx_path.stem}-int8-{fmt}-{key[:16]}.onnx"
     if path.is_file() and not output:
         return path
-    log.info("quantising %s to int8 (%s calibration on %d images at %dx%d)", onnx_path.name,
-             method, len(images), *hw)
+    log.info("quantising %s to int8 for %s (%s calibration on %d images at %dx%d)",
+             onnx_path.name, fmt, method, len(images), *hw)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -77,16 +112,25 @@ def quantized_onnx(onnx_path: str | Path, calibration_images: str | Path, spec: 
             batch = next(self.batches, None)
             return None if batch is None else {"image": batch}
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     pre = tmp.with_suffix(".pre.onnx")
     try:
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+        model = onnx.load(str(pre))
+        for i, node in enumerate(model.graph.node):  # the trunk is selected by node name
+            node.name = node.name or f"node_{i}_{node.op_type}"
+        onnx.save(model, str(pre))
+        trunk = [model.graph.node[i].name for i in sorted(fp16_nodes(model))]
         quantize_static(
             str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-            calibrate_method=(CalibrationMethod.MinMax if method == "minmax"
-                              else CalibrationMethod.Entropy))
-        _copy_metadata(onnx_path, tmp)
+            weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=trunk,
+            calibrate_method={"minmax": CalibrationMethod.MinMax,
+                              "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],
+            **_settings(fmt))
+        _copy_metadata(onnx_path, tmp, {PRECISION_KEY: "int8", FORMAT_KEY: fmt,
+                                        CALIBRATION_KEY: f"{method}:{fingerprint}"})
         os.replace(tmp, path)
     finally:
         for p in (tmp, pre):
@@ -94,56 +138,38 @@ def quantized_onnx(onnx_path: str | Path, calibration_images: str | Path, spec: 
     return path
 
 
-def _copy_metadata(src: Path, dst: Path) -> None:
-    import onnx
-
+def _copy_metadata(src: Path, dst: Path, extra: dict[str, str]) -> None:
     meta = onnx.load(str(src), load_external_data=False).metadata_props
     model = onnx.load(str(dst))
     del model.metadata_props[:]
     for p in meta:
+        if p.key not in extra:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = p.key, p.value
+    for key, value in extra.items():
         entry = model.metadata_props.add()
-        entry.key, entry.value = p.key, p.value
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "fcn_perception.precision", "int8"
+        entry.key, entry.value = key, value
     onnx.save(model, str(dst))
 
 
-def accuracy_check(reference, candidate, image_dir: str | Path, label_dir: str | Path | None,
-                   num_classes: int, ignore_index: int | None = None,
-                   limit: int | None = None) -> dict:
-    """Compare two segmentation Predictors on the frames of ``image_dir``.
+def tensorrt_problems(model: onnx.ModelProto) -> list[str]:
+    """Why TensorRT cannot build ``model``'s Q/DQ nodes (empty when it can): TensorRT
+    takes int8 (or fp8/int4) Q/DQ with zero points 0 only, and no int32 (bias) input."""
+    from onnx import TensorProto, numpy_helper
 
-    Returns ``agreement`` (fraction of identical labels) and, when ``label_dir`` holds
-    label maps of the same names, both predictors' mean IoU.
-    """
-    from PIL import Image
-
-    images = list_images(image_dir, limit)
-    k = num_classes
-    conf = {"reference": np.zeros((k, k), np.int64), "candidate": np.zeros((k, k), np.int64)}
-    same = total = 0
-    have_labels = False
-    for path in images:
-        rgb = np.asarray(Image.open(path).convert("RGB"))
-        a, b = reference(rgb).labels, candidate(rgb).labels
-        same += int((a == b).sum())
-        total += a.size
-        gt_path = Path(label_dir) / path.name if label_dir else None
-        if gt_path is not None and gt_path.is_file():
-            have_labels = True
-            gt = np.asarray(Image.open(gt_path)).astype(np.int64)
-            keep = (gt >= 0) & (gt < k)
-            if ignore_index is not None:
-                keep &= gt != ignore_index
-            for name, pred in (("reference", a), ("candidate", b)):
-                conf[name] += np.bincount(gt[keep] * k + np.minimum(pred[keep], k - 1),
-                                          minlength=k * k).reshape(k, k)
-    result = {"frames": len(images), "agreement": same / max(total, 1)}
-    if have_labels:
-        for name, m in conf.items():
-            tp = np.diag(m).astype(np.float64)
-            union = m.sum(0) + m.sum(1) - tp
-            with np.errstate(invalid="ignore", divide="ignore"):
-                result[f"{name}_mean_iou"] = float(np.nanmean(np.where(union > 0, tp / union,
-                                                                       np.nan)))
-    return result
+    inits = {t.name: t for t in model.graph.initializer}
+    problems = []
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zp is not None:
+            if zp.data_type == TensorProto.UINT8:
+                problems.append(f"{node.name}: uint8 zero point")
+            elif numpy_helper.to_array(zp).any():
+                problems.append(f"{node.name}: non-zero zero point")
+        src = inits.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and src is not None \
+                and src.data_type == TensorProto.INT32:
+            problems.append(f"{node.name}: int32 input (a quantised bias)")
+    return problems

@@ -41,6 +41,7 @@ from fcn_perception.ros.params import (
     backend_candidates,
     descriptor,
     node_specs,
+    parse_device,
     validate_classes,
 )
 from fcn_perception.ros.stats import FrameStats
@@ -91,12 +92,16 @@ class TaskHead:
         """Build the predictor from the parameters (trying each candidate backend that
         the backend/device pair allows) and warm it up."""
         precision = self.param("precision")
+        _, gpu = parse_device(self.param("device"))
+        options = {"gpu": gpu} if gpu is not None else {}
+        if self.param("force_engine_rebuild"):
+            options["rebuild"] = True
         failures = []
         for name in backend_candidates(self.param("backend"), self.param("device")):
             try:
                 self.predictor = self.node.predictor_factory(
                     self.task, backend=name, weights=self.param("weights") or None,
-                    precision=None if precision == "auto" else precision)
+                    precision=None if precision == "auto" else precision, **options)
                 break
             except BackendUnavailable as exc:
                 failures.append(f"{name}: {exc}")
@@ -120,9 +125,11 @@ class TaskHead:
             return {k: str(self.param(k)) for k in ("backend", "device", "precision")}
         name = str(getattr(p, "backend_name", self.param("backend")))
         backend = getattr(p, "backend", None)
+        gpu = parse_device(self.param("device"))[1]
+        cuda = "cuda" if gpu is None else f"cuda:{gpu}"
         return {
             "backend": name,
-            "device": "cuda" if ("cuda" in name or "tensorrt" in name) else "cpu",
+            "device": cuda if ("cuda" in name or "tensorrt" in name) else "cpu",
             "precision": str(getattr(backend, "precision", self.param("precision"))),
         }
 

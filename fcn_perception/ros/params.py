@@ -100,7 +100,7 @@ NODE_PARAMS = (
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "torch-cpu", "torch-cuda",
             "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 
 PREDICTOR_PARAMS = (
     ParamSpec("weights", "", "model file: .safetensors/.pt (model card beside it), .onnx or "
@@ -108,17 +108,30 @@ PREDICTOR_PARAMS = (
     ParamSpec("backend", "auto", "inference backend; auto: the first that starts of "
               "tensorrt, onnxruntime-cuda, torch-cuda, onnxruntime-cpu, torch-cpu",
               choices=BACKENDS),
-    ParamSpec("device", "auto", "cpu or cuda narrows the backend choice (cuda:N: use "
-              "CUDA_VISIBLE_DEVICES)", choices=DEVICES),
+    ParamSpec("device", "auto", "auto, cpu, cuda or cuda:N: cpu/cuda narrow the backend "
+              "choice; cuda:N also runs on GPU N", pattern=DEVICE_PATTERN),
     ParamSpec("precision", "auto", "auto: the backend's default (fp16 on TensorRT and torch "
               "CUDA, fp32 elsewhere); int8 needs TensorRT", choices=("auto", "fp32", "fp16", "int8")),
+    ParamSpec("force_engine_rebuild", False, "tensorrt: build the engine again at configure "
+              "even when the cached one's key matches (a weights .engine is used as it is)"),
 )
+
+
+def parse_device(device: str) -> tuple[str, int | None]:
+    """``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` -> ``(kind, GPU index or None)``."""
+    m = re.fullmatch(DEVICE_PATTERN, str(device))
+    if m is None:
+        raise ValueError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N "
+                         "(N a GPU index, e.g. cuda:0)")
+    kind, _, index = str(device).partition(":")
+    return kind, int(index) if index else None
 
 
 def backend_candidates(backend: str, device: str) -> list[str]:
     """Backend names to try in order for the ``backend`` and ``device`` parameters.
 
     Raises ValueError when the two contradict each other (``tensorrt`` on ``cpu``)."""
+    device, _ = parse_device(device)
     if device == "auto":
         return [backend]
     if backend == "auto":

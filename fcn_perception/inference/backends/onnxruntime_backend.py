@@ -14,6 +14,7 @@ import numpy as np
 
 from fcn_perception.errors import BackendUnavailable, ModelFileError
 from fcn_perception.inference.backends import Backend, physical_cores
+from fcn_perception.inference.calibration import DEFAULT_METHOD
 from fcn_perception.inference.contract import TensorSpec, validate_io
 from fcn_perception.inference.preprocess import InputSpec, Preprocessor, network_input_torch
 
@@ -55,7 +56,7 @@ class OnnxRuntimeBackend(Backend):
                  precision: str | None = None, num_threads: int | None = None,
                  trt_cache_dir: str | Path | None = None,
                  calibration_images: str | Path | None = None,
-                 calibrator: str = "minmax") -> None:
+                 calibrator: str = DEFAULT_METHOD, gpu: int | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -81,8 +82,11 @@ class OnnxRuntimeBackend(Backend):
         self.device = device
         self.name = f"onnxruntime-{device}"
         providers: list = list(PROVIDERS[device])
+        self.gpu = int(gpu or 0)
+        if device != "cpu":
+            providers[-2] = ("CUDAExecutionProvider", {"device_id": self.gpu})
         if device == "tensorrt":
-            opts = {"trt_fp16_enable": self.precision == "fp16",
+            opts = {"device_id": self.gpu, "trt_fp16_enable": self.precision == "fp16",
                     "trt_int8_enable": self.precision == "int8",
                     "trt_engine_cache_enable": True, "trt_timing_cache_enable": True}
             if trt_cache_dir:
@@ -97,8 +101,7 @@ class OnnxRuntimeBackend(Backend):
                                  "frames like the ones it will see)")
             from fcn_perception.inference.quantize import quantized_onnx
 
-            self.path = quantized_onnx(self.path, calibration_images, spec,
-                                       "entropy" if calibrator == "entropy" else "minmax")
+            self.path = quantized_onnx(self.path, calibration_images, spec, calibrator)
         try:
             self.session = ort.InferenceSession(str(self.path), session_options(num_threads),
                                                 providers=providers)
@@ -114,8 +117,8 @@ class OnnxRuntimeBackend(Backend):
                 "check the CUDA/cuDNN libraries onnxruntime-gpu needs"
             )
         meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("fcn_perception.precision") == "int8":
-            self.precision = "int8"
+        if meta.get("fcn_perception.precision") in ("fp16", "int8"):
+            self.precision = meta["fcn_perception.precision"]  # what the graph computes in
         ins, outs = io_specs(self.session)
         validate_io(task, ins, outs, f"ONNX file {self.path}")
         names = [o.name for o in outs]
@@ -146,9 +149,11 @@ class OnnxRuntimeBackend(Backend):
             import torch
 
             img = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy())
-            x = network_input_torch(img.pin_memory().cuda(non_blocking=True), self.spec, net_hw)
-            binding.bind_input("image", "cuda", 0, np.float32, tuple(x.shape), x.data_ptr())
-            torch.cuda.current_stream().synchronize()
+            x = network_input_torch(img.pin_memory().to(f"cuda:{self.gpu}", non_blocking=True),
+                                    self.spec, net_hw)
+            binding.bind_input("image", "cuda", self.gpu, np.float32, tuple(x.shape),
+                               x.data_ptr())
+            torch.cuda.current_stream(self.gpu).synchronize()
         else:
             binding.bind_cpu_input("image", self.pre.network_input(rgb, net_hw))
         for name in self.output_names:
