@@ -156,10 +156,10 @@ def _lively_model(**cfg):
     torch.manual_seed(0)
     model = build_model(architecture(**cfg)).eval()
     with torch.no_grad():
-        model.ps_cls.bias.normal_(0, 1.0)
-        model.ps_cls.weight.normal_(0, 0.05)
-        model.ps_reg.weight.normal_(0, 0.05)
-        model.rpn_reg.weight.normal_(0, 0.02)
+        model.head.ps_cls.bias.normal_(0, 1.0)
+        model.head.ps_cls.weight.normal_(0, 0.05)
+        model.head.ps_reg.weight.normal_(0, 0.05)
+        model.rpn.reg.weight.normal_(0, 0.02)
     return model
 
 
@@ -173,6 +173,10 @@ def test_inference_output_format():
         assert 0 < n <= 40 and det["boxes"].shape == (n, 4)
         assert (det["scores"][:-1] >= det["scores"][1:]).all()
         assert det["labels"].min() >= 0 and det["labels"].max() < 3
+        # every detection carries its RoI's class distribution; its score is its label's
+        dist = det["class_scores"]
+        assert dist.shape == (n, 3) and (dist.sum(1) <= 1 + 1e-5).all()
+        torch.testing.assert_close(dist.gather(1, det["labels"][:, None])[:, 0], det["scores"])
         b = det["boxes"]
         assert (b[:, 0] >= 0).all() and (b[:, 2] <= 224).all() and (b[:, 3] <= 160).all()
 
@@ -191,13 +195,20 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
     for h, w in [(192, 256), (360, 480), (224, 300)]:  # dynamic height and width
         x = torch.randn(1, 3, h, w, generator=g)
         with torch.no_grad():
-            boxes, scores, labels, num = wrapper(x)
-        o_boxes, o_scores, o_labels, o_num = sess.run(None, {"image": x.numpy()})
+            boxes, scores, labels, num, dist = wrapper(x)
+        o_boxes, o_scores, o_labels, o_num, o_dist = sess.run(None, {"image": x.numpy()})
+        assert o_dist.shape == (100, 3)
         assert o_boxes.shape == (100, 4) and o_scores.shape == (100,)
         assert int(o_num) == int(num) > 0
-        np.testing.assert_array_equal(o_labels, labels.numpy())
-        np.testing.assert_allclose(o_scores, scores.numpy(), atol=1e-4)
-        np.testing.assert_allclose(o_boxes, boxes.numpy(), atol=1e-2)
+        # a random head gives many near-equal scores, so float noise may flip NMS picks:
+        # each torch detection needs an ONNX one of its class at IoU >= 0.9 (>= 95% of them)
+        n = int(num)
+        iou = torchvision.ops.box_iou(boxes[:n], torch.from_numpy(o_boxes[:n]))
+        same = labels[:n, None] == torch.from_numpy(o_labels[:n])[None, :]
+        matched = ((iou >= 0.9) & same).any(dim=1).float().mean()
+        assert matched >= 0.95, float(matched)
+        np.testing.assert_allclose(np.sort(o_scores), np.sort(scores.numpy()), atol=1e-3)
+        np.testing.assert_allclose(o_dist.sum(), dist.numpy().sum(), rtol=1e-3)
         assert (o_labels[int(num):] == -1).all() and (o_scores[int(num):] == 0).all()
 
 
@@ -206,24 +217,29 @@ def test_fp16_weights_round_trip_and_backbone_init(tmp_path):
     save_state_dict(model.state_dict(), tmp_path / "w.safetensors", half=True)
     other = build_model(architecture())
     load_weights_into(other, tmp_path / "w.safetensors")
-    a = model.state_dict()["ps_cls.weight"]
-    assert torch.allclose(other.state_dict()["ps_cls.weight"], a, atol=1e-3)
+    a = model.state_dict()["head.ps_cls.weight"]
+    assert torch.allclose(other.state_dict()["head.ps_cls.weight"], a, atol=1e-3)
     with pytest.raises(WeightsError, match="do not fit"):
         load_weights_into(build_model(architecture(num_classes=4)), tmp_path / "w.safetensors")
 
-    fcn = build_model({"name": "fcn8s", "backbone": "resnet18", "num_classes": 11})
+    fcn = build_model({"name": "fcn8s", "backbone": "efficientnet_lite0", "num_classes": 11})
     torch.save({"model": fcn.state_dict(), "epoch": 3}, tmp_path / "best.pt")
     assert init_backbone_from(model, tmp_path / "best.pt") > 0
-    key = "layer3.0.conv1.weight"
+    key = "_blocks.6._expand_conv.weight"
     assert torch.equal(model.backbone.state_dict()[key], fcn.backbone.state_dict()[key])
     torch.save({"model": {"x.weight": torch.zeros(1)}}, tmp_path / "bad.pt")
     with pytest.raises(WeightsError, match="backbone"):
         init_backbone_from(model, tmp_path / "bad.pt")
 
 
-def test_dilated_neck_keeps_stride_16():
-    model = build_model(architecture(neck="dilated")).eval()
-    assert model.features(torch.zeros(1, 3, 96, 128)).shape[-2:] == (6, 8)
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet18"])
+@pytest.mark.parametrize(("neck", "cells"), [("fuse8", (12, 16)), ("fuse", (6, 8)),
+                                             ("dilated", (6, 8))])
+def test_neck_strides(backbone, neck, cells):
+    model = build_model(architecture(backbone=backbone, neck=neck)).eval()
+    assert model.stride * cells[0] == 96
+    assert model.features(torch.zeros(1, 3, 96, 128)).shape[-2:] == cells
+    assert model.rpn.anchor_generator.stride == model.head.stride == model.stride
     with pytest.raises(ValueError, match="unknown R-FCN options"):
         architecture(bogus=1)
 
@@ -239,6 +255,6 @@ def test_ohem_and_images_without_objects():
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
-    assert model.rpn_reg.weight.grad is not None and model.ps_reg.weight.grad is not None
+    assert model.rpn.reg.weight.grad is not None and model.head.ps_reg.weight.grad is not None
     with pytest.raises(ValueError, match="needs targets"):
         model(images)

@@ -16,6 +16,7 @@ from fcn_perception.errors import ConversionError
 from fcn_perception.imaging import drawing
 from fcn_perception.imaging.decode import ENCODINGS, decode, decode_compressed, decode_message
 from fcn_perception.imaging.encode import encode, encode_compressed
+from fcn_perception.inference.results import DetectionResult
 from fcn_perception.ros import filtering, params
 from fcn_perception.ros.latest_frame import FrameWorker, LatestFrameSlot
 from fcn_perception.ros.stats import FrameStats, LatencyWindow
@@ -270,17 +271,19 @@ def test_filter_detections():
                      np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.3], np.float32)
     ids = np.array([0, 0, 1, 0])
-    b, s, c = filtering.filter_detections(boxes, scores, ids, score_threshold=0.5)
-    assert s.tolist() == pytest.approx([0.9, 0.8, 0.7])
-    b, s, c = filtering.filter_detections(boxes, scores, ids, nms_threshold=0.5)
-    assert s.tolist() == pytest.approx([0.9, 0.7, 0.3])  # same-class overlap suppressed only
-    b, s, c = filtering.filter_detections(boxes, scores, ids, allowed=np.array([1]))
-    assert c.tolist() == [1]
-    b, s, c = filtering.filter_detections(boxes, scores, ids, max_detections=2)
-    assert len(s) == 2 and b.shape == (2, 4)
-    b, s, c = filtering.filter_detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0),
-                                          nms_threshold=0.1)
-    assert b.shape == (0, 4)
+    dist = np.array([[0.9, 0.05], [0.8, 0.1], [0.2, 0.7], [0.3, 0.1]], np.float32)
+    result = DetectionResult(boxes, scores, ids, class_scores=dist)
+    out = filtering.filter_detections(result, score_threshold=0.5)
+    assert out.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    out = filtering.filter_detections(result, nms_threshold=0.5)
+    assert out.scores.tolist() == pytest.approx([0.9, 0.7, 0.3])  # same-class overlap only
+    np.testing.assert_array_equal(out.class_scores, dist[[0, 2, 3]])  # follow their boxes
+    out = filtering.filter_detections(result, allowed=np.array([1]))
+    assert out.class_ids.tolist() == [1] and out.class_scores.tolist() == [dist[2].tolist()]
+    out = filtering.filter_detections(result, max_detections=2)
+    assert len(out) == 2 and out.boxes.shape == (2, 4)
+    out = filtering.filter_detections(DetectionResult(), nms_threshold=0.1)
+    assert out.boxes.shape == (0, 4) and out.class_scores is None
 
 
 # ----------------------------------------------------------------------------- messages
@@ -310,6 +313,14 @@ def test_message_builders_copy_the_header():
     assert (d.bbox.center.position.x, d.bbox.center.position.y) == (20, 40)
     assert (d.bbox.size_x, d.bbox.size_y) == (20, 40)
     assert d.results[0].hypothesis.class_id == "2" and d.results[0].hypothesis.score == 0.75
+    # with the class distribution: one hypothesis per class, the detected class first
+    dets = messages.detections_msg(header, np.array([[10, 20, 30, 60]] * 2, np.float32),
+                                   np.array([0.75, 0.15], np.float32), np.array([2, 0]),
+                                   np.array([[0.05, 0.15, 0.75], [0.15, 0.05, 0.75]]))
+    hyps = [[(h.hypothesis.class_id, h.hypothesis.score) for h in d.results]
+            for d in dets.detections]
+    assert hyps == [[("2", 0.75), ("1", 0.15), ("0", 0.05)],
+                    [("0", 0.15), ("2", 0.75), ("1", 0.05)]]
     assert dets.header == header and d.header == header
     info = messages.label_info_msg(header, ["a", "b"], 0.5)
     assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "a"), (1, "b")]

@@ -9,6 +9,8 @@ TASKS = {
                          "train_cli", "Train FCN-8s/16s/32s or U-Net on CamVid"),
         "detection": ("fcn_perception.training.train_detection", "add_train_args",
                       "train_main", "Train R-FCN on CamVid-derived or COCO boxes"),
+        "ship": ("fcn_perception.training.engine", "add_ship_args", "ship_cli",
+                 "Copy a finished run's weights and card into the package"),
     },
     "evaluate": {
         "segmentation": ("fcn_perception.training.evaluate_segmentation", "add_eval_args",

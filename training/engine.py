@@ -9,6 +9,8 @@
 * :func:`distributed`: DistributedDataParallel set-up from ``torchrun`` variables.
 * :func:`seed_epoch`: every epoch reseeds the RNGs from ``(seed, epoch)``, so a run
   resumed from a checkpoint continues exactly as the uninterrupted run would have.
+* :func:`ship_run`: copy a finished run's ``model.safetensors`` and card to the package
+  (``fcn-perception train ship``), with the training time from ``metrics.jsonl``.
 """
 from __future__ import annotations
 
@@ -217,3 +219,44 @@ class Checkpointer:
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         return int(state["epoch"]) + 1, float(state["best"])
+
+
+def training_time(run_dir: str | Path) -> dict:
+    """Epochs and seconds of a run from its ``metrics.jsonl`` (train loop only, and the
+    whole span including validation and checkpoints)."""
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
+    if not rows:
+        return {"epochs_run": 0, "train_loop_s": 0.0}
+    per_epoch = [float(r.get("time/epoch_s", 0.0)) for r in rows]
+    return {"epochs_run": len(rows), "train_loop_s": round(sum(per_epoch), 1),
+            "train_loop_min": round(sum(per_epoch) / 60, 1)}
+
+
+def ship_run(run_dir: str | Path, dest: str | Path, machine: str | None = None) -> Path:
+    """Copy ``run_dir/model.safetensors`` and its card to ``dest`` (card renamed and
+    re-hashed; ``training.time`` added from the run's metrics).  Returns the card path."""
+    import shutil
+
+    from fcn_perception.weights_io import read_card, write_card
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    card = read_card(run_dir / "model.safetensors")
+    card.setdefault("training", {})["time"] = {
+        **training_time(run_dir), **({"machine": machine} if machine else {})}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "model.safetensors", dest)
+    return write_card(card, dest)
+
+
+def add_ship_args(p) -> None:
+    p.add_argument("--run", required=True, help="a finished run folder (holds model.safetensors)")
+    p.add_argument("--to", required=True, help="destination .safetensors (its card goes beside)")
+    p.add_argument("--machine", default=None,
+                   help="where it was trained, recorded in the card (e.g. '2-core CPU')")
+
+
+def ship_cli(args) -> int:
+    """Entry for ``fcn-perception train ship``."""
+    print(f"shipped {args.to} (card {ship_run(args.run, args.to, args.machine)})")
+    return 0

@@ -274,24 +274,11 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
     return summary
 
 
-def ship_weights(run_dir: str | Path, dest: str | Path) -> Path:
-    """Copy a run's ``model.safetensors`` and card to ``dest`` (card renamed, re-hashed)."""
-    import shutil
-
-    from fcn_perception.weights_io import read_card, write_card
-
-    run_dir, dest = Path(run_dir), Path(dest)
-    card = read_card(run_dir / "model.safetensors")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "model.safetensors", dest)
-    return write_card(card, dest)
-
-
 def train_main(args: argparse.Namespace) -> int:
     """Entry for ``fcn-perception train detection``."""
     summary = train_loop(args, RFCNAdapter)
     if summary and args.ship:
-        print(f"shipped to {args.ship} (card {ship_weights(args.out, args.ship)})")
+        print(f"shipped to {args.ship} (card {engine.ship_run(args.out, args.ship)})")
     if summary:
         print(json.dumps({"best_epoch": summary["best_epoch"],
                           "map50": summary["val"]["map50"], "map": summary["val"]["map"]},

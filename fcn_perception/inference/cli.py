@@ -229,6 +229,9 @@ def register(subparsers) -> None:
     p.add_argument("--detection-weights", type=Path, default=None)
     p.add_argument("--image", type=Path, default=None,
                    help="frame to time on (default: a CamVid val frame, else noise)")
+    p.add_argument("--peer-weights", type=Path, default=None,
+                   help="trained weights of the Faster R-CNN Lite0 peer (its model.safetensors "
+                        "from peer_fasterrcnn); without them the peer is timed untrained")
     p.add_argument("--output", "-o", type=Path, default=Path("docs/bench_cpu.md"),
                    help="Markdown file to write (default docs/bench_cpu.md)")
     p.add_argument("--int8-calibration", type=Path, default=None,

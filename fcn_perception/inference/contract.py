@@ -19,6 +19,8 @@ Detection (batch 1, :class:`fcn_perception.models.rfcn.RFCNExport`)
            ``scores``         float32 ``(D,)``, 0 in padding rows
            ``labels``         int64 ``(D,)``, class index, -1 in padding rows
            ``num_detections`` int64 ``()``, valid rows (optional)
+           ``class_scores``   float32 ``(D, C)``, each detection's class distribution
+                              (softmax over the foreground classes; optional)
 
 ``D`` is fixed (the model card's ``max_detections``, 100 by default); a leading batch
 axis of size 1 on the detection outputs is accepted too.
@@ -34,7 +36,7 @@ TASKS = ("segmentation", "detection")
 INPUT_NAME = "image"
 OUTPUTS = {
     "segmentation": ("labels", "logits"),
-    "detection": ("boxes", "scores", "labels", "num_detections"),
+    "detection": ("boxes", "scores", "labels", "num_detections", "class_scores"),
 }
 REQUIRED_OUTPUTS = {
     "segmentation": ("labels",),
@@ -44,7 +46,8 @@ EXPECTED_TEXT = {
     "segmentation": "input 'image' float32 (N, 3, H, W); output 'labels' integer (N, H, W) "
     "or 'logits' float32 (N, C, H, W)",
     "detection": "input 'image' float32 (1, 3, H, W); outputs 'boxes' float32 (D, 4), "
-    "'scores' float32 (D,), 'labels' int64 (D,) and optionally 'num_detections' int64 ()",
+    "'scores' float32 (D,), 'labels' int64 (D,) and optionally 'num_detections' int64 () "
+    "and 'class_scores' float32 (D, C)",
 }
 
 

@@ -33,6 +33,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fcn_perception.errors import WeightsError
+from fcn_perception.weights_io import load_state_dict
+
 #: (kernel, stride, expand ratio, output channels, repeats) of Lite0.
 STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
           (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
@@ -175,8 +178,6 @@ class EfficientNetLite(nn.Module):
 
     def load_pretrained(self, pretrained: str | Path) -> None:
         """Load ImageNet (or given) weights strictly: every backbone key, matching shapes."""
-        from fcn_perception.weights_io import WeightsError, load_state_dict
-
         path = imagenet_weights_path(self.name) if str(pretrained) == "imagenet" else Path(pretrained)
         state = load_state_dict(path)
         if not hasattr(self, "_fc"):

@@ -32,9 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcn_perception.errors import WeightsError
 from fcn_perception.models.backbones import build_backbone
 from fcn_perception.models.ps_roi_head import PSRoIHead
 from fcn_perception.models.rpn import RegionProposalNetwork
+from fcn_perception.weights_io import load_state_dict
 
 NECK_STRIDES = {"fuse8": 8, "fuse": 16, "dilated": 16}
 DEFAULTS = {
@@ -198,8 +200,6 @@ def architecture(**overrides) -> dict:
 def init_backbone_from(model: RFCN, path: str | Path, prefix: str = "backbone.") -> int:
     """Copy backbone weights from a checkpoint or state dict whose keys start with ``prefix``
     (for example an FCN checkpoint's ``model``).  Returns the number of tensors copied."""
-    from fcn_perception.weights_io import WeightsError, load_state_dict
-
     state = load_state_dict(path)
     sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     own = model.backbone.state_dict()

@@ -260,16 +260,17 @@ class DetectionHead(TaskHead):
     def filter(self, result):
         nms = float(self.param("nms_threshold"))
         return filter_detections(
-            result.boxes, result.scores, result.class_ids,
-            score_threshold=float(self.param("score_threshold")), allowed=self.allowed,
+            result, score_threshold=float(self.param("score_threshold")), allowed=self.allowed,
             nms_threshold=nms if nms < self.model_nms_threshold() else None,
             max_detections=int(self.param("max_detections")))
 
     def process(self, header, rgb, wanted) -> None:
-        boxes, scores, ids = self.filter(self.infer(rgb))
-        self.pubs["detections"].publish(messages.detections_msg(header, boxes, scores, ids))
+        det = self.filter(self.infer(rgb))
+        self.pubs["detections"].publish(messages.detections_msg(
+            header, det.boxes, det.scores, det.class_ids, det.class_scores))
         if wanted["image"]:
-            drawn = drawing.draw_detections(rgb, boxes, scores, ids, self.classes, self.lut)
+            drawn = drawing.draw_detections(rgb, det.boxes, det.scores, det.class_ids,
+                                            self.classes, self.lut)
             self.pubs["image"].publish(messages.rgb_msg(header, drawn))
 
 

@@ -99,5 +99,5 @@ class TorchBackend(Backend):
             out = self.module(x)
         if self.task == "segmentation":
             return {self.seg_output: out.float() if self.seg_output == "logits" else out}
-        names = ("boxes", "scores", "labels", "num_detections")
+        names = ("boxes", "scores", "labels", "num_detections", "class_scores")
         return {n: (t.float() if n in ("boxes", "scores") else t) for n, t in zip(names, out)}
