@@ -317,10 +317,10 @@ def test_message_builders_copy_the_header():
     dets = messages.detections_msg(header, np.array([[10, 20, 30, 60]] * 2, np.float32),
                                    np.array([0.75, 0.15], np.float32), np.array([2, 0]),
                                    np.array([[0.05, 0.15, 0.75], [0.15, 0.05, 0.75]]))
-    hyps = [[(h.hypothesis.class_id, h.hypothesis.score) for h in d.results]
-            for d in dets.detections]
-    assert hyps == [[("2", 0.75), ("1", 0.15), ("0", 0.05)],
-                    [("0", 0.15), ("2", 0.75), ("1", 0.05)]]
+    ids = [[h.hypothesis.class_id for h in d.results] for d in dets.detections]
+    assert ids == [["2", "1", "0"], ["0", "2", "1"]]
+    got = [[h.hypothesis.score for h in d.results] for d in dets.detections]
+    assert got == [pytest.approx([0.75, 0.15, 0.05]), pytest.approx([0.15, 0.75, 0.05])]
     assert dets.header == header and d.header == header
     info = messages.label_info_msg(header, ["a", "b"], 0.5)
     assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "a"), (1, "b")]
