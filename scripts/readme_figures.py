@@ -1,46 +1,70 @@
-"""Render the README's picture: val frames with the shipped models' outputs.
+"""Render the README's pictures from the shipped models and their cards.
 
-    python scripts/readme_figures.py --data ../shared/camvid --out docs/overlay.png
+    python scripts/readme_figures.py --data ../shared/camvid --out docs
 
-Each row: segmentation overlay | detections drawn on the frame.
+Writes ``docs/overlay.png`` (val frames: segmentation overlay | detections drawn,
+best class and score), ``docs/training_curves.png`` (val mean IoU and mAP@0.5 per
+epoch, from the cards' ``training.history``).  The per-class IoU bars, confusion
+matrix and PR curves come from ``fcn-perception evaluate segmentation|detection``.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 import fcn_perception
 from fcn_perception.evaluation.camvid import CamVid
+from fcn_perception.evaluation.plots import plot_training_curves
 from fcn_perception.imaging.drawing import blend, colorize, draw_detections, palette_lut
+from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
+
+
+def overlay_grid(data: CamVid, frames: list[int], min_score: float) -> np.ndarray:
+    seg = fcn_perception.load_predictor("segmentation")
+    det = fcn_perception.load_predictor("detection")
+    seg_lut, det_lut = palette_lut(seg.palette), palette_lut(det.palette)
+    rows = []
+    for i in frames:
+        rgb, _ = data.load(i)
+        overlay = blend(rgb, colorize(seg(rgb).labels, seg_lut), 0.5)
+        r = det(rgb)
+        keep = r.scores >= min_score
+        boxes = draw_detections(rgb, r.boxes[keep], r.scores[keep], r.class_ids[keep],
+                                list(det.classes), det_lut)
+        rows.append(np.concatenate([overlay, np.full((rgb.shape[0], 8, 3), 255, np.uint8),
+                                    boxes], axis=1))
+    gap = np.full((8, rows[0].shape[1], 3), 255, np.uint8)
+    return np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
+
+
+def training_curves(path: Path) -> None:
+    panels = []
+    for task, keys in (("segmentation", ("val/mean_iou", "val/pixel_accuracy")),
+                       ("detection", ("val/map50", "val/map"))):
+        card = read_card(DEFAULT_WEIGHTS[task])
+        panels.append({"title": f"{task}: CamVid val during training", "keys": keys,
+                       "history": card["training"].get("history", []),
+                       "selected": card["selected_epoch"]})
+    plot_training_curves(panels, path)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="val.txt")
-    p.add_argument("--frames", type=int, nargs="+", default=[10, 60])
-    p.add_argument("--out", required=True)
+    p.add_argument("--frames", type=int, nargs="+", default=[10, 60, 95])
+    p.add_argument("--min-score", type=float, default=0.5)
+    p.add_argument("--out", default="docs")
     args = p.parse_args()
-    seg = fcn_perception.load_predictor("segmentation")
-    det = fcn_perception.load_predictor("detection")
-    seg_lut, det_lut = palette_lut(seg.palette), palette_lut(det.palette)
-    data = CamVid(args.data, args.split)
-    rows = []
-    for i in args.frames:
-        rgb, _ = data.load(i)
-        overlay = blend(rgb, colorize(seg(rgb).labels, seg_lut), 0.5)
-        r = det(rgb)
-        keep = r.scores >= 0.5
-        boxes = draw_detections(rgb, r.boxes[keep], r.scores[keep], r.class_ids[keep],
-                                list(det.classes), det_lut)
-        rows.append(np.concatenate([overlay, np.full((rgb.shape[0], 8, 3), 255, np.uint8),
-                                    boxes], axis=1))
-    gap = np.full((8, rows[0].shape[1], 3), 255, np.uint8)
-    grid = np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
-    Image.fromarray(grid).save(args.out, optimize=True)
-    print(f"wrote {args.out}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = overlay_grid(CamVid(args.data, args.split), args.frames, args.min_score)
+    Image.fromarray(grid).save(out / "overlay.png", optimize=True)
+    training_curves(out / "training_curves.png")
+    print(f"wrote {out / 'overlay.png'} and {out / 'training_curves.png'}")
 
 
 if __name__ == "__main__":

@@ -244,6 +244,11 @@ def ship_run(run_dir: str | Path, dest: str | Path, machine: str | None = None) 
     card = read_card(run_dir / "model.safetensors")
     card.setdefault("training", {})["time"] = {
         **training_time(run_dir), **({"machine": machine} if machine else {})}
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
+    card["training"]["history"] = [  # per epoch: the training curve of the README
+        {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()
+         if k == "epoch" or k == "train/loss" or k.startswith("val/")} for r in rows]
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "model.safetensors", dest)
     return write_card(card, dest)

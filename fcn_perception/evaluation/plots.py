@@ -1,5 +1,5 @@
 """Pictures of results: confusion matrices, per-class IoU bars, precision-recall curves,
-latency histograms."""
+latency histograms, training curves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -90,6 +90,26 @@ def plot_latency_histogram(latencies_ms, path: str | Path, title: str = "Latency
         ax.legend()
     ax.set_ylabel("frames")
     return _save(fig, ax, "ms per frame", title, path)
+
+
+def plot_training_curves(panels: list[dict], path: str | Path) -> Path:
+    """One panel per dict ``{"title", "history", "keys", "selected"}``: the ``keys`` of
+    each per-epoch ``history`` row (a card's ``training.history``) against the epoch,
+    with the selected epoch marked."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        hist = panel["history"]
+        epochs = [r["epoch"] + 1 for r in hist]
+        for key in panel["keys"]:
+            ax.plot(epochs, [r.get(key) for r in hist], marker=".", label=key.split("/")[-1])
+        ax.axvline(panel["selected"], color="grey", ls=":", label="selected")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    for ax, panel in zip(axes[0][:-1], panels[:-1]):
+        ax.set_xlabel("epoch")
+        ax.set_title(panel["title"], fontsize=10)
+    return _save(fig, axes[0][-1], "epoch", panels[-1]["title"], path)
 
 
 def _save(fig, ax, xlabel: str, title: str, path: str | Path) -> Path:

@@ -1,0 +1,94 @@
+"""The shipped FCN-8s and R-FCN (EfficientNet-Lite0): their cards describe the files,
+and the evaluate commands reproduce the card's val numbers on all of CamVid val."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fcn_perception.evaluation.camvid import CLASSES, PALETTE, CamVid
+from fcn_perception.models import build_model
+from fcn_perception.training.train_segmentation import CachedSegmentationSet, confusion_on
+from fcn_perception.training.transforms import SegmentationTransform
+from fcn_perception.weights_io import DEFAULT_WEIGHTS, load_weights_into, read_card, sha256_of
+
+SEG, DET = DEFAULT_WEIGHTS["segmentation"], DEFAULT_WEIGHTS["detection"]
+
+
+def _cli(*args, timeout=900):
+    proc = subprocess.run([sys.executable, "-m", "fcn_perception.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.mark.parametrize("weights", [SEG, DET], ids=["segmentation", "detection"])
+def test_card_describes_the_shipped_weights(weights):
+    card = read_card(weights)
+    assert card["sha256"] == sha256_of(weights)
+    assert weights.stat().st_size < 50 * 2**20
+    assert card["architecture"]["backbone"] == "efficientnet_lite0"
+    assert card["training"]["pretrained"] == "imagenet"
+    assert card["input"]["size"] is None  # the network sees full-resolution frames
+    assert card["training"]["time"]["train_loop_min"] <= 120  # the 2-hour recipe budget
+    assert card["training"]["val_split"] == "val.txt" and card["training"]["train_split"] == "train.txt"
+
+
+def test_segmentation_card_and_evaluate_reproduce_val(tmp_path, camvid_dir):
+    card = read_card(SEG)
+    assert card["task"] == "segmentation" and card["architecture"]["name"] == "fcn8s"
+    assert card["classes"] == list(CLASSES)
+    assert [tuple(c) for c in card["palette"]] == list(PALETTE)
+    out = tmp_path / "val.json"
+    proc = _cli("evaluate", "segmentation", "--data", camvid_dir, "--split", "val.txt",
+                "--json", out)
+    assert "mean_iou" in proc.stdout
+    got, want = json.loads(out.read_text()), card["metrics"]["val"]
+    assert got["frames"] == 101
+    # the default backend (ONNX Runtime) against the card's torch scoring of the same weights
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"):
+        assert got[key] == pytest.approx(want[key], abs=2e-3), key
+    for name in CLASSES:
+        assert got["per_class_iou"][name] == pytest.approx(want["per_class_iou"][name], abs=5e-3)
+    assert (tmp_path / "val_confusion.png").stat().st_size > 10_000
+    assert (tmp_path / "val_iou.png").stat().st_size > 10_000
+
+
+def test_detection_evaluate_reproduces_the_card(tmp_path, camvid_dir):
+    card = read_card(DET)
+    assert card["task"] == "detection" and card["architecture"]["name"] == "rfcn"
+    out = tmp_path / "det.json"
+    _cli("evaluate", "detection", "--data", camvid_dir, "--split", "val.txt", "--json", out)
+    got, want = json.loads(out.read_text()), card["metrics"]["val"]
+    assert got["map50"] == pytest.approx(want["map50"], abs=1e-3)
+    assert got["map"] == pytest.approx(want["map"], abs=1e-3)
+    for name, ap in want["per_class_ap"].items():
+        assert got["per_class_ap"][name] == pytest.approx(ap, abs=2e-3), name
+    assert (tmp_path / "det_pr.png").stat().st_size > 10_000
+
+
+def test_segmentation_predictor_agrees_with_training_scoring(tmp_path, camvid_dir):
+    """The Predictor (torch backend) and confusion_on, which wrote the card's metrics,
+    label the same pixels the same way (6 val frames spread over the sequence)."""
+    import fcn_perception
+    from fcn_perception.evaluation.segmentation import ConfusionMatrix
+
+    lines = (camvid_dir / "val.txt").read_text().splitlines()[::17][:6]
+    split = tmp_path / "val_subset.txt"
+    split.write_text("\n".join(lines) + "\n")
+    card = read_card(SEG)
+    data = CamVid(camvid_dir, split)
+    tf = SegmentationTransform(False, card["input"]["mean"], card["input"]["std"])
+    model = load_weights_into(build_model(card["architecture"]), SEG).eval()
+    ref = confusion_on(model, CachedSegmentationSet(data, tf), 11, 11, torch.device("cpu"),
+                       card["input"]["size"])
+    predictor = fcn_perception.load_predictor("segmentation", backend="torch")
+    got = ConfusionMatrix(11, 11)
+    for i in range(len(data)):
+        image, label = data.load(i)
+        got.update(label, predictor(image).labels)
+    assert got.matrix.sum() == ref.matrix.sum() > 0
+    moved = np.abs(got.matrix - ref.matrix).sum() / 2  # pixels scored differently, at least
+    assert moved / ref.matrix.sum() < 0.002
