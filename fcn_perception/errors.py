@@ -10,7 +10,10 @@ any module may use it.
 * :class:`WeightsError`: a weights file or model card
 * :class:`ModelFileError`: an ONNX file or TensorRT engine
 * :class:`ImageError`: an image array given to a Predictor
-* :class:`ConversionError`: an image message (``sensor_msgs/Image``, ``CompressedImage``)
+* :class:`ConversionError`: an image message (``sensor_msgs/Image``, ``CompressedImage``);
+  :class:`ImageTooLargeError` when it is larger than the size limit (a decompression bomb)
+* :class:`ParameterError`: a node parameter, ``-p`` argument or parameters YAML file
+* :class:`CheckpointError`: a training checkpoint (``last.pt``) that cannot be resumed
 * :class:`BagError`: a rosbag2 bag
 * :class:`BackendUnavailable`: a backend that cannot run on this machine
 """
@@ -21,9 +24,12 @@ __all__ = [
     "BagError",
     "CommandError",
     "ConversionError",
+    "CheckpointError",
     "DatasetError",
     "ImageError",
+    "ImageTooLargeError",
     "ModelFileError",
+    "ParameterError",
     "WeightsError",
 ]
 
@@ -50,7 +56,32 @@ class ImageError(ValueError):
 
 class ConversionError(ValueError):
     """An image message that cannot be turned into (or made from) an RGB image; the
-    message says why, in words meant for a log line."""
+    message says why, in words meant for a log line.
+
+    Its text is cut to :attr:`MAX_LENGTH` characters: message fields come from any
+    participant on the DDS domain and must not make 10 KB log lines."""
+
+    MAX_LENGTH = 300
+
+    def __init__(self, message: object = "", *args) -> None:
+        text = str(message)
+        if len(text) > self.MAX_LENGTH:
+            text = f"{text[: self.MAX_LENGTH - 30]}... (cut from {len(text)} chars)"
+        super().__init__(text, *args)
+
+
+class ImageTooLargeError(ConversionError):
+    """An image message whose (declared) size is above the limit: rejected before any
+    pixel is decoded."""
+
+
+class ParameterError(ValueError):
+    """A node parameter, ``-p name:=value`` argument or parameters YAML file that is
+    missing, malformed or of the wrong type."""
+
+
+class CheckpointError(ValueError):
+    """A training checkpoint that cannot be read or does not fit the run."""
 
 
 class BagError(ValueError):
