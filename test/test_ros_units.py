@@ -72,7 +72,7 @@ def test_decode_accepts_bytes_memoryview_and_lists():
 
 
 @pytest.mark.parametrize("fields,reason", [
-    (("yuv422", 2, 2, 4, 0, b"\0" * 8), "unsupported encoding"),
+    (("nv21", 2, 2, 4, 0, b"\0" * 8), "unsupported encoding"),
     (("rgb8", 0, 4, 12, 0, b""), "empty image"),
     (("rgb8", 4, 0, 0, 0, b""), "empty image"),
     (("rgb8", 2, 4, 11, 0, b"\0" * 24), "shorter than one row"),

@@ -8,8 +8,11 @@ rosbags gives it.  Anything that cannot be decoded raises
 
 Supported raw encodings: ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8`` and their
 16-bit forms (``rgb16``, ``bgr16``, ``rgba16``, ``bgra16``, ``mono16``; scaled to 8 bit,
-byte order from ``is_bigendian``).  Rows may be padded: ``step`` is the row length in
-bytes and may exceed ``width * bytes_per_pixel``.
+byte order from ``is_bigendian``), and the camera drivers' ``yuv422`` (UYVY),
+``yuv422_yuy2`` (YUYV) and ``bayer_*8``/``bayer_*16`` with cv_bridge's (OpenCV's)
+conversions (:mod:`~fcn_perception.imaging.camera_encodings`).  Depth-like encodings
+(``16UC1``, ``32FC1``) are rejected with a message saying so.  Rows may be padded:
+``step`` is the row length in bytes and may exceed ``width * bytes_per_pixel``.
 
 Size limits (decompression bombs): every function takes ``max_pixels`` (default
 :data:`DEFAULT_MAX_PIXELS`, 4096 x 4096 = 16 Mpx) and raises
@@ -25,6 +28,8 @@ import io
 import numpy as np
 
 from fcn_perception.errors import ConversionError, ImageTooLargeError
+from fcn_perception.imaging.camera_encodings import CAMERA_ENCODINGS, decode_camera, depth_rejection
+from fcn_perception.imaging.camera_encodings import row_bytes as camera_row_bytes
 
 #: encoding -> (channels, bytes per channel, channel order to RGB or None for mono)
 ENCODINGS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
@@ -151,17 +156,22 @@ def decode(
         ImageTooLargeError: more than ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`).
     """
     spec = ENCODINGS.get(encoding)
-    if spec is None:
+    camera = encoding in CAMERA_ENCODINGS
+    if spec is None and not camera:
+        reason = depth_rejection(encoding)
+        if reason:
+            raise ConversionError(reason)
         raise ConversionError(
-            f"unsupported encoding {clip_text(encoding)}; expected one of {sorted(ENCODINGS)} "
+            f"unsupported encoding {clip_text(encoding)}; expected one of "
+            f"{sorted(ENCODINGS) + list(CAMERA_ENCODINGS)} "
             "(or use input_transport:=compressed for JPEG/PNG)"
         )
-    channels, depth, order = spec
+    channels, depth, order = spec or (1, 1, None)
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
         raise ConversionError(f"empty image ({width}x{height})")
     check_size(width, height, max_pixels, f"{encoding} image")
-    row_bytes = width * channels * depth
+    row_bytes = camera_row_bytes(encoding, width) if camera else width * channels * depth
     if step < row_bytes:
         raise ConversionError(
             f"step {step} is shorter than one row of {width} {encoding} pixels ({row_bytes} bytes)"
@@ -173,6 +183,8 @@ def decode(
             f"{step * height}"
         )
     rows = buf[: step * height].reshape(height, step)[:, :row_bytes]
+    if camera:
+        return decode_camera(encoding, rows, width, bool(is_bigendian))
     if depth == 2:
         # keep the most significant byte of each 16-bit sample (first when big-endian)
         pixels = rows.reshape(height, width * channels, 2)[:, :, 0 if is_bigendian else 1]
