@@ -4,7 +4,8 @@ ONNX Runtime on real CamVid val frames at 360x480:
 
 * segmentation labels >= 99% identical for fp16, >= 95% for int8;
 * detection: >= 95% of fp32's boxes (score >= 0.5; at least 10 of them) reproduced by a
-  same-class box at IoU >= 0.9 (score >= 0.4), for fp16 and int8.
+  same-class box at IoU >= 0.9 (score >= 0.4), for fp16; int8 detection is refused (it
+  does not reach that: scripts/precision_parity.py, docs/onnx_precision.json).
 """
 from __future__ import annotations
 
@@ -242,19 +243,13 @@ def test_int8_segmentation_agrees_with_fp32_in_both_formats(seg_onnx, onnx_dir, 
         assert report["agreement"] >= 0.95, (fmt, report)
 
 
-def test_int8_detection_agrees_with_fp32(det_onnx, onnx_dir, val_frames):
-    from fcn_perception.inference.export import load_onnx_proto
-    from fcn_perception.inference.quantize import tensorrt_problems
-
-    path = _int8(det_onnx, "detection", "tensorrt", onnx_dir)
-    proto = load_onnx_proto(path)
-    assert tensorrt_problems(proto) == []
-    dq = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    quantized = {n.op_type for n in proto.graph.node if set(n.input) & dq}
-    assert "Conv" in quantized and not quantized & {"CumSum", "Softmax", "NonMaxSuppression"}
-    report = compare_frames(_ort("detection", det_onnx), _ort("detection", path), val_frames)
-    assert report["boxes"] >= 10, f"too few boxes for a meaningful comparison: {report}"
-    assert report["agreement"] >= 0.95, report
+def test_int8_detection_is_refused_with_the_reason(det_onnx, capsys):
+    with pytest.raises(ValueError, match="int8 is for segmentation only.*use fp16"):
+        fcn_perception.load_predictor("detection", "onnxruntime-cpu", det_onnx,
+                                      precision="int8", calibration_images=_folder("train"))
+    assert main(["export", "--task", "detection", "--precision", "int8",
+                 "--calibration-images", str(_folder("train"))]) == 2
+    assert "int8 is for segmentation only" in capsys.readouterr().err
 
 
 def test_export_cli_fp16_reports_its_agreement(tmp_path, capsys):

@@ -173,6 +173,26 @@ def test_plan_onnx_refuses_what_tensorrt_cannot_build(tmp_path):
         plan_onnx(ort_q, int8, card)
 
 
+# --------------------------------------------------------------------------- gpu_check.sh
+def test_gpu_check_without_a_gpu_says_so_in_one_line_and_exits_77(tmp_path):
+    import os
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: scripts/gpu_check.sh runs for real here")
+    script = ROOT / "scripts" / "gpu_check.sh"
+    assert os.access(script, os.X_OK), "scripts/gpu_check.sh must be executable"
+    report = ROOT / "docs" / "bench_gpu.md"
+    before = report.read_bytes() if report.is_file() else None
+    out = subprocess.run([str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 77, (out.returncode, out.stderr[-2000:])
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpu_check: SKIPPED: no CUDA GPU"), lines
+    assert (report.read_bytes() if report.is_file() else None) == before
+
+
 # --------------------------------------------------------------------------- with TensorRT
 PROFILE = ec.Profile((64, 64), (360, 480), (720, 960))
 

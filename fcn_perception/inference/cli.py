@@ -49,6 +49,10 @@ def export_main(args) -> int:
 
     task, weights = _resolve(args)
     out = Path(args.output or Path(weights).with_suffix(".onnx"))
+    if args.precision == "int8":
+        from fcn_perception.inference.quantize import check_int8_task
+
+        check_int8_task(task)
     if args.precision == "int8" and args.calibration_images is None:
         raise CommandError("--precision int8 needs --calibration-images DIR (frames like the "
                            "camera's, e.g. ../shared/camvid/train)")

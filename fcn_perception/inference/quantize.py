@@ -19,6 +19,8 @@ Two formats of the same quantisation, because the two runtimes want different on
 
 Quantisation changes the numbers: compare with fp32 before use (``fcn-perception
 export --precision int8 --check-images DIR``, :mod:`fcn_perception.inference.agreement`).
+Detection is not quantised: int8 R-FCN reproduced too few of fp32's boxes at IoU >= 0.9
+(``scripts/precision_parity.py`` measures it, docs/onnx_precision.json); fp16 does.
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ from fcn_perception.inference.preprocess import InputSpec
 log = logging.getLogger("fcn_perception.inference")
 
 FORMATS = ("tensorrt", "onnxruntime")
+#: tasks whose int8 graphs agree with fp32 well enough (see the module docstring)
+INT8_TASKS = ("segmentation",)
 FORMAT_KEY = "fcn_perception.int8_format"
 CALIBRATION_KEY = "fcn_perception.calibration"
 QUANTIZE_VERSION = 2  # bump when the quantised graph changes for the same inputs
@@ -136,6 +140,18 @@ def quantized_onnx(onnx_path: str | Path, calibration_images: str | Path, spec: 
         for p in (tmp, pre):
             p.unlink(missing_ok=True)
     return path
+
+
+def check_int8_task(task: str | None) -> None:
+    """Raise ValueError when ``task`` has no int8 path (detection).  Called where users ask
+    for int8 (export, build-engine, the onnxruntime and tensorrt backends);
+    :func:`quantized_onnx` itself quantises any graph (scripts/precision_parity.py
+    measures the detector's)."""
+    if task is not None and task not in INT8_TASKS:
+        raise ValueError(
+            f"int8 is for {', '.join(INT8_TASKS)} only: the int8 {task} graph reproduces too "
+            "few of fp32's boxes at IoU >= 0.9 (docs/onnx_precision.json); use fp16 (TensorRT) "
+            "or fp32")
 
 
 def _copy_metadata(src: Path, dst: Path, extra: dict[str, str]) -> None:

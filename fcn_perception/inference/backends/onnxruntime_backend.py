@@ -99,8 +99,9 @@ class OnnxRuntimeBackend(Backend):
             if calibration_images is None:
                 raise ValueError("onnxruntime-cpu int8 needs calibration_images (a folder of "
                                  "frames like the ones it will see)")
-            from fcn_perception.inference.quantize import quantized_onnx
+            from fcn_perception.inference.quantize import check_int8_task, quantized_onnx
 
+            check_int8_task(task)
             self.path = quantized_onnx(self.path, calibration_images, spec, calibrator)
         try:
             self.session = ort.InferenceSession(str(self.path), session_options(num_threads),

@@ -218,6 +218,10 @@ def get_engine(onnx_path: str | Path, precision: str = "fp16", profile: ec.Profi
     profile = profile or ec.Profile.for_card(card)
     if task == "detection" and profile.max_batch != 1:
         raise ValueError("detection engines take batch 1 only (profile max_batch 1)")
+    if precision == "int8":
+        from fcn_perception.inference.quantize import check_int8_task
+
+        check_int8_task(task)
     plan = build_plan(TensorRTApi.from_module(trt), precision, profile)
     source = plan_onnx(onnx_path, plan, card, calibration_images, calibrator,
                        calibration_limit)
