@@ -127,10 +127,23 @@ def main(argv=None) -> int:
                         help="backbone init: 'imagenet' (the EfficientNet-Lite0 wheel) or none")
     parser.add_argument("--min-size", type=int, default=360)
     parser.add_argument("--max-size", type=int, default=480)
+    parser.add_argument("--metrics-out", default=None, metavar="JSON",
+                        help="also write the val metrics, recipe and training time here "
+                             "(the README's peer row: docs/peer_fasterrcnn_val.json)")
     args = parser.parse_args(argv)
     if args.pretrained == "none":
         args.pretrained = None
     summary = train_loop(args, FasterRCNNAdapter)
+    if summary and args.metrics_out:
+        from fcn_perception.training.engine import training_time
+
+        recipe = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr",
+                                                 "weight_decay", "warmup_epochs", "pretrained",
+                                                 "min_size", "max_size", "threads")}
+        Path(args.metrics_out).write_text(json.dumps({
+            "model": NAME, "val": summary["val"], "best_epoch": summary["best_epoch"],
+            "val_ms_per_frame": summary["val_ms_per_frame"], "recipe": recipe,
+            "time": training_time(args.out)}, indent=2) + "\n")
     if summary:
         print(json.dumps({"best_epoch": summary["best_epoch"], "map50": summary["val"]["map50"],
                           "map": summary["val"]["map"]}, indent=2))
