@@ -132,16 +132,18 @@ def test_config_covers_every_parameter(name):
     """Each config file lists every parameter its node declares, with valid values."""
     doc = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
     values = flatten(doc["/**"]["ros__parameters"])
-    assert set(values) == params.declared_names(f"{name}_node")
+    assert set(values) == {s.name for s in params.node_specs(params.NODES[f"{name}_node"])}
 
 
 class FakePredictor:
-    """Stands in for the models: this test is about wiring, no frame is sent."""
+    """Stands in for the models (the predictor protocols of inference.interface): this
+    test is about wiring, no frame is sent."""
 
     classes = ["a", "b"]
     palette = None
-    backend_name = "fake"
-    score_threshold = 0.0
+    backend_name = "onnxruntime-cpu"
+    precision = "fp32"
+    nms_threshold = 0.3
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
@@ -169,7 +171,7 @@ def test_launch_arguments_reach_the_node(path: Path, rclpy_context):
         try:
             assert node.get_fully_qualified_name() == f"/cam1/{cfg['name']}"
             assert node._state_machine.current_state[1] == "active"
-            assert node._sub.topic_name == camera
+            assert node._input.topic_name == camera
             for spec in params.node_specs(params.NODES[cfg["exec"]]):
                 assert node.get_parameter(spec.name).value == spec.default or \
                     spec.kind == "string_array" and list(node.get_parameter(spec.name).value) \

@@ -28,6 +28,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
+from fcn_perception.imaging import drawing  # noqa: E402
 from fcn_perception.imaging.encode import encode, encode_compressed  # noqa: E402
 from fcn_perception.ros import nodes, qos  # noqa: E402
 
@@ -292,7 +293,7 @@ def test_bad_raw_messages_are_counted_and_skipped(harness, weights, frames):
     small = frames[0][:48, :64]
     bad = []
     m = image_msg(small, "rgb8", 1)
-    m.encoding = "yuv422"
+    m.encoding = "32FC1"  # depth: not a camera frame
     bad.append(m)
     m = image_msg(small, "rgb8", 2)
     m.data = bytes(m.data)[:-10]  # shorter than step x height
@@ -328,28 +329,24 @@ def test_bad_raw_messages_are_counted_and_skipped(harness, weights, frames):
 
 def test_outputs_computed_only_while_subscribed(harness, weights, frames, monkeypatch):
     calls = {"predict": 0, "colorize": 0}
-    real_colorize = nodes.drawing.colorize
+    real_colorize = drawing.colorize
 
     def counting_colorize(*a, **k):
         calls["colorize"] += 1
         return real_colorize(*a, **k)
 
-    monkeypatch.setattr(nodes.drawing, "colorize", counting_colorize)
+    monkeypatch.setattr(drawing, "colorize", counting_colorize)
 
     def factory(task, **kwargs):
-        predictor = nodes._default_predictor_factory(task, **kwargs)
-        real_call = predictor.__call__
+        predictor = nodes.load_warm_predictor(task, **kwargs)
 
         class Counting:
             def __getattr__(self, name):
                 return getattr(predictor, name)
 
-            def __setattr__(self, name, value):
-                setattr(predictor, name, value)
-
             def __call__(self, rgb):
                 calls["predict"] += 1
-                return real_call(rgb)
+                return predictor(rgb)
 
         return Counting()
 
@@ -421,21 +418,21 @@ def test_lifecycle_transitions(harness, weights, frames):
     assert node._state_machine.current_state[1] == "unconfigured"
     assert node.count_subscribers("image") == 0 and node.heads[0].predictor is None
     assert node.trigger_configure() == nodes.TransitionCallbackReturn.SUCCESS
-    assert node.heads[0].predictor is not None and node._sub is None
+    assert node.heads[0].predictor is not None and node._input is None
     assert node.count_publishers("segmentation/labels") == 0
     harness.subscribe("segmentation/labels", Image)
     small = frames[0][:48, :64]
     pub = harness.publisher("image", Image)
     for cycle in range(2):
         assert node.trigger_activate() == nodes.TransitionCallbackReturn.SUCCESS
-        assert node._worker is not None and node.count_subscribers("image") == 1
+        assert node._input is not None and node.count_subscribers("image") == 1
         harness.wait_matched(pub)
         wait_outputs_matched(harness, node, keys=["labels"])
         pub.publish(image_msg(small, "rgb8", 10 + cycle))
         harness.message_with_stamp("segmentation/labels", 10 + cycle)
-        worker_thread = node._worker._thread
+        worker_thread = node._input.worker._thread
         assert node.trigger_deactivate() == nodes.TransitionCallbackReturn.SUCCESS
-        assert node._worker is None and not worker_thread.is_alive()
+        assert node._input is None and not worker_thread.is_alive()
         harness.wait(lambda: node.count_subscribers("image") == 0
                      and node.count_publishers("segmentation/labels") == 0,
                      what="the subscription and publishers to go")
@@ -459,14 +456,20 @@ def test_cleanup_frees_gpu_memory(harness, weights):
 
 
 def check_detections(arr, header, shape, classes) -> None:
+    """At least one detection, each with the input header, a box inside the image and one
+    hypothesis per class: the detected class first, then the others by descending
+    probability, together at most 1 (the background takes the rest)."""
     assert header_of(arr) == header
+    assert len(arr.detections) > 0, "no detection: nothing below would be checked"
     h, w = shape
     for det in arr.detections:
         assert header_of(det) == header
-        assert len(det.results) == 1
-        hyp = det.results[0].hypothesis
-        assert 0 <= int(hyp.class_id) < len(classes)
-        assert 0.0 <= hyp.score <= 1.0
+        hyps = [(int(r.hypothesis.class_id), r.hypothesis.score) for r in det.results]
+        assert sorted(c for c, _ in hyps) == list(range(len(classes))), hyps
+        rest = [score for _, score in hyps[1:]]
+        assert rest == sorted(rest, reverse=True), hyps
+        assert all(0.0 <= score <= 1.0 for _, score in hyps)
+        assert sum(score for _, score in hyps) <= 1.0 + 1e-4, hyps
         cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
         sx, sy = det.bbox.size_x, det.bbox.size_y
         assert sx >= 0 and sy >= 0
@@ -504,8 +507,9 @@ def test_detection_node(harness, weights, frames):
                                 Parameter("max_detections", value=3)])[0].successful
     pub.publish(image_msg(frame, "rgb8", 8))
     arr = harness.message_with_stamp("detections", 8)
-    assert len(arr.detections) <= 3
-    assert {d.results[0].hypothesis.class_id for d in arr.detections} <= {"1"}
+    check_detections(arr, header_of(arr), frame.shape[:2], DET_CLASSES)
+    assert len(arr.detections) == 3  # the untrained model scores every class everywhere
+    assert [d.results[0].hypothesis.class_id for d in arr.detections] == ["1"] * 3
     assert node.set_parameters([Parameter("score_threshold", value=1.0),
                                 Parameter("classes", value=[])])[0].successful
     pub.publish(image_msg(frame, "rgb8", 9))

@@ -16,10 +16,11 @@ from fcn_perception.errors import ConversionError
 from fcn_perception.imaging import drawing
 from fcn_perception.imaging.decode import ENCODINGS, decode, decode_compressed, decode_message
 from fcn_perception.imaging.encode import encode, encode_compressed
+from fcn_perception.inference import backends
 from fcn_perception.inference.results import DetectionResult
-from fcn_perception.ros import filtering, params
+from fcn_perception.ros import filtering, layout, params
 from fcn_perception.ros.latest_frame import FrameWorker, LatestFrameSlot
-from fcn_perception.ros.stats import FrameStats, LatencyWindow
+from fcn_perception.ros.stats import FrameStats, HealthMonitor, LatencyWindow, task_values
 
 COLOUR_ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "8UC3", "rgb16", "bgr16", "rgba16", "bgra16"]
 MONO_ENCODINGS = ["mono8", "8UC1", "mono16"]
@@ -227,6 +228,30 @@ def test_frame_stats_snapshot():
     assert snap["latency_p50_ms"] == 12.0 and snap["segmentation_inference_p95_ms"] == 8.0
 
 
+def test_health_levels():
+    stats = FrameStats()
+    health = HealthMonitor(stats, silent_after_s=5.0, now=100.0)
+    snap, level, message = health.assess("/cam", now=104.0)
+    assert (level, message) == ("ok", None) and snap["received"] == 0
+    assert health.assess("/cam", now=106.0)[1:] == ("warn", "no frame for 6 s on /cam")
+    stats.count("received")  # stats.last_received is now (time.monotonic())
+    stats.count("skipped")
+    now = stats.last_received + 1.0
+    assert health.assess("/cam", now=now)[1:] == ("ok", "idle: nobody subscribes to the outputs")
+    stats.count("received")
+    stats.count("rejected")
+    stats.last_error = "bad step"
+    assert health.assess("/cam", now=now)[1:] == ("warn", "1 bad frame(s) skipped: bad step")
+    assert health.assess("/cam", now=now)[1:] == ("ok", None)  # nothing new since
+    stats.count("received")
+    stats.count("processed")
+    stats.add_inference("detection", 7.0)
+    values = task_values(stats.snapshot(), "detection")
+    assert values["frames_processed"] == 1 and values["frames_rejected"] == 1
+    assert values["inference_p50_ms"] == 7.0
+    assert np.isnan(task_values(stats.snapshot(), "segmentation")["inference_p50_ms"])
+
+
 # ----------------------------------------------------------------------------- params
 def test_param_specs_validate():
     specs = {s.name: s for s in params.node_specs(("detection",))}
@@ -242,7 +267,9 @@ def test_param_specs_validate():
     both = {s.name for s in params.node_specs(("segmentation", "detection"))}
     assert {"segmentation.weights", "detection.score_threshold", "qos_depth"} <= both
     assert "weights" not in both
-    assert params.declared_names("segmentation_node") >= {"weights", "overlay_alpha", "autostart"}
+    assert {s.name for s in params.node_specs(params.NODES["segmentation_node"])} == {
+        "autostart", "input_transport", "qos_reliability", "qos_depth", "no_frame_warning_s",
+        "weights", "backend", "device", "precision", "force_engine_rebuild", "overlay_alpha"}
 
 
 def test_param_descriptors_carry_ranges():
@@ -257,12 +284,40 @@ def test_param_descriptors_carry_ranges():
 
 
 def test_backend_candidates():
-    assert params.backend_candidates("auto", "auto") == ["auto"]
+    assert params.backend_candidates("auto", "auto") == ["tensorrt", "onnxruntime-cuda",
+                                                         "torch-cuda", "onnxruntime-cpu",
+                                                         "torch-cpu"]
     assert params.backend_candidates("auto", "cpu") == ["onnxruntime-cpu", "torch-cpu"]
+    assert params.backend_candidates("torch", "auto") == ["torch-cuda", "torch-cpu"]
     assert params.backend_candidates("torch", "cuda") == ["torch-cuda"]
+    assert params.backend_candidates("ort", "cpu") == ["onnxruntime-cpu"]
     assert params.backend_candidates("torch-cpu", "cpu") == ["torch-cpu"]
+    assert params.backend_candidates("onnxruntime-tensorrt", "cuda:1") == ["onnxruntime-tensorrt"]
     with pytest.raises(ValueError, match="runs on cuda"):
         params.backend_candidates("tensorrt", "cpu")
+    with pytest.raises(ValueError, match="unknown backend"):
+        params.backend_candidates("openvino", "auto")
+
+
+def test_predictor_options_from_parameters():
+    values = {"weights": "", "backend": "auto", "device": "auto", "precision": "auto",
+              "force_engine_rebuild": False}
+    assert params.predictor_options(values.get) == {
+        "backend": "auto", "device": "auto", "weights": None, "precision": None}
+    values.update(weights="m.onnx", backend="tensorrt", device="cuda:2", precision="int8",
+                  force_engine_rebuild=True)
+    assert params.predictor_options(values.get) == {
+        "backend": "tensorrt", "device": "cuda", "weights": "m.onnx", "precision": "int8",
+        "gpu": 2, "rebuild": True}
+
+
+def test_device_of_a_backend():
+    assert backends.device_of("torch-cpu") == "cpu"
+    assert backends.device_of("onnxruntime-cpu", gpu=1) == "cpu"
+    assert backends.device_of("tensorrt") == "cuda"
+    assert backends.device_of("onnxruntime-tensorrt", gpu=3) == "cuda:3"
+    with pytest.raises(ValueError):
+        backends.device_of("cuda-something")
 
 
 # ----------------------------------------------------------------------------- filtering
@@ -284,6 +339,22 @@ def test_filter_detections():
     assert len(out) == 2 and out.boxes.shape == (2, 4)
     out = filtering.filter_detections(DetectionResult(), nms_threshold=0.1)
     assert out.boxes.shape == (0, 4) and out.class_scores is None
+
+
+def test_detection_filter_from_the_parameters():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    result = DetectionResult(boxes, np.array([0.9, 0.8, 0.6], np.float32), np.array([0, 0, 2]))
+    card = {"model_classes": ["Car", "Pedestrian", "Bicyclist"], "model_nms_threshold": 0.3}
+    f = filtering.DetectionFilter.for_model(**card, score_threshold=0.5, nms_threshold=0.3,
+                                            max_detections=100)
+    assert f.nms_threshold is None and f.allowed is None  # 0.3 is the model's own NMS
+    assert f(result).scores.tolist() == pytest.approx([0.9, 0.8, 0.6])
+    f = filtering.DetectionFilter.for_model(**card, score_threshold=0.7, nms_threshold=0.2,
+                                            max_detections=100)
+    assert f.nms_threshold == 0.2 and f(result).scores.tolist() == pytest.approx([0.9])
+    f = filtering.DetectionFilter.for_model(**card, score_threshold=0.0, nms_threshold=0.3,
+                                            max_detections=1, classes=["Bicyclist"])
+    assert f.allowed.tolist() == [2] and f(result).class_ids.tolist() == [2]
 
 
 # ----------------------------------------------------------------------------- messages
@@ -322,6 +393,9 @@ def test_message_builders_copy_the_header():
     got = [[h.hypothesis.score for h in d.results] for d in dets.detections]
     assert got == [pytest.approx([0.75, 0.15, 0.05]), pytest.approx([0.15, 0.75, 0.05])]
     assert dets.header == header and d.header == header
+    assert layout.hypotheses(1, 0.5) == [(1, 0.5)]
+    assert layout.hypotheses(0, 0.2, np.array([0.2, 0.5, 0.3])) == [(0, 0.2), (1, 0.5),
+                                                                     (2, 0.3)]
     info = messages.label_info_msg(header, ["a", "b"], 0.5)
     assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "a"), (1, "b")]
 

@@ -36,6 +36,7 @@ class RecordingPredictor:
     classes = ["a", "b"]
     palette = None
     backend_name = "tensorrt"
+    precision = "fp16"
     score_threshold = 0.0
 
 

@@ -8,7 +8,6 @@ frame.
 """
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,15 +15,7 @@ from pathlib import Path
 
 from fcn_perception.bag.read import Bag
 from fcn_perception.errors import BagError
-
-
-def ros_message_class(typename: str):
-    """The rclpy message class of ``pkg/msg/Name`` (None if the package is not installed)."""
-    pkg, _, name = typename.partition("/msg/")
-    try:
-        return getattr(importlib.import_module(f"{pkg}.msg"), name)
-    except (ImportError, AttributeError):
-        return None
+from fcn_perception.ros.layout import ros_message_class
 
 
 @dataclass

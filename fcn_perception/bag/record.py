@@ -60,7 +60,7 @@ def record(out: str | Path, topics: list[str], storage: str = "mcap",
     from rclpy.signals import SignalHandlerOptions
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from fcn_perception.bag.play import ros_message_class
+    from fcn_perception.ros.layout import ros_message_class
     from fcn_perception.ros.qos import input_qos, latched_qos
 
     out = Path(out)

@@ -16,6 +16,7 @@ import numpy as np
 from fcn_perception.errors import ConversionError
 from fcn_perception.imaging.decode import decode
 from fcn_perception.imaging.encode import encode_compressed
+from fcn_perception.ros import layout
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -108,36 +109,10 @@ def label_to_array(msg) -> np.ndarray:
 
 def detections_msg(result, stamp: int, frame_id: str):
     """A ``vision_msgs/Detection2DArray`` of a :class:`DetectionResult`, laid out as the
-    detection node publishes it (:func:`fcn_perception.ros.messages.detections_msg`: one
-    hypothesis per box, ``class_id`` = class index as a string), built here from rosbags
-    types so that bag tools need no ROS installation."""
-    ts = get_typestore().types
-    pose_cov = ts["geometry_msgs/msg/PoseWithCovariance"]
-    pose = ts["geometry_msgs/msg/Pose"]
-    point = ts["geometry_msgs/msg/Point"]
-    quat = ts["geometry_msgs/msg/Quaternion"]
-    hdr = header(stamp, frame_id)
-    dets = []
-    for box, score, cls in zip(result.boxes, result.scores, result.class_ids):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        hyp = ts["vision_msgs/msg/ObjectHypothesisWithPose"](
-            hypothesis=ts["vision_msgs/msg/ObjectHypothesis"](class_id=str(int(cls)),
-                                                           score=float(score)),
-            pose=pose_cov(
-                pose=pose(position=point(x=(x1 + x2) / 2, y=(y1 + y2) / 2, z=0.0),
-                          orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0)),
-                covariance=np.zeros(36, dtype=np.float64),
-            ),
-        )
-        bbox = ts["vision_msgs/msg/BoundingBox2D"](
-            center=ts["vision_msgs/msg/Pose2D"](
-                position=ts["vision_msgs/msg/Point2D"](x=(x1 + x2) / 2, y=(y1 + y2) / 2),
-                theta=0.0),
-            size_x=x2 - x1, size_y=y2 - y1,
-        )
-        dets.append(ts["vision_msgs/msg/Detection2D"](header=hdr, results=[hyp], bbox=bbox,
-                                                      id=""))
-    return ts[DETECTION_2D_ARRAY](header=hdr, detections=dets)
+    detection node publishes it (:func:`fcn_perception.ros.layout.detection_array`),
+    built from rosbags types so that bag tools need no ROS installation."""
+    return layout.detection_array(msg_class, header(stamp, frame_id), result.boxes,
+                                  result.scores, result.class_ids, result.class_scores)
 
 
 def detections_from_msg(msg, class_names=None):

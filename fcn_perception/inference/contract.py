@@ -12,6 +12,9 @@ Segmentation
            ``logits`` float32 ``(N, C, H, W)`` class scores -- for networks run at a
                       fixed reduced size: the Predictor upsamples the scores bilinearly
                       to the frame's size and takes the argmax there.
+           ``confidence`` float32 ``(N, H, W)``, optional beside ``labels``: the top
+                      class's softmax probability per pixel (the ``--confidence``
+                      export; with ``logits`` the Predictor computes it itself).
 
 Detection (batch 1, :class:`fcn_perception.models.rfcn.RFCNExport`)
     input  ``image``          float32 ``(1, 3, H, W)`` normalised
@@ -35,7 +38,7 @@ from fcn_perception.errors import ModelFileError
 TASKS = ("segmentation", "detection")
 INPUT_NAME = "image"
 OUTPUTS = {
-    "segmentation": ("labels", "logits"),
+    "segmentation": ("labels", "logits", "confidence"),
     "detection": ("boxes", "scores", "labels", "num_detections", "class_scores"),
 }
 REQUIRED_OUTPUTS = {
@@ -44,7 +47,7 @@ REQUIRED_OUTPUTS = {
 }
 EXPECTED_TEXT = {
     "segmentation": "input 'image' float32 (N, 3, H, W); output 'labels' integer (N, H, W) "
-    "or 'logits' float32 (N, C, H, W)",
+    "(optionally with 'confidence' float32 (N, H, W)) or 'logits' float32 (N, C, H, W)",
     "detection": "input 'image' float32 (1, 3, H, W); outputs 'boxes' float32 (D, 4), "
     "'scores' float32 (D,), 'labels' int64 (D,) and optionally 'num_detections' int64 () "
     "and 'class_scores' float32 (D, C)",
@@ -116,6 +119,9 @@ def validate_io(task: str, inputs: Sequence[TensorSpec], outputs: Sequence[Tenso
             if len(lab.shape) != 3:
                 problems.append(f"output 'labels' has rank {len(lab.shape)}, expected 3 "
                                 "(N, H, W)")
+            conf = out.get("confidence")
+            if conf is not None and (not conf.dtype.startswith("float") or len(conf.shape) != 3):
+                problems.append(f"output {conf} does not fit 'confidence' float32 (N, H, W)")
         else:
             box, score, lab = out["boxes"], out["scores"], out["labels"]
             if box.dtype != "float32" or len(box.shape) not in (2, 3) or (

@@ -63,16 +63,27 @@ class SegmentationExport(nn.Module):
     """``image (N, 3, H, W)`` -> ``labels (N, H, W)`` uint8 (the argmax in the graph, so
     backends move one byte per pixel instead of ``C`` floats), or with ``logits=True`` the
     ``(N, C, H, W)`` scores (for networks run at a reduced size, whose scores the
-    Predictor upsamples to the frame's size before the argmax)."""
+    Predictor upsamples to the frame's size before the argmax).
 
-    def __init__(self, model: nn.Module, logits: bool = False) -> None:
+    ``confidence=True`` (labels only; or ``forward(image, confidence=True)``) also gives
+    ``confidence (N, H, W)`` float32, the top class's softmax probability per pixel."""
+
+    def __init__(self, model: nn.Module, logits: bool = False, confidence: bool = False) -> None:
         super().__init__()
         self.model = model.eval()
         self.logits = logits
+        self.confidence = confidence and not logits
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, confidence: bool | None = None):
         scores = self.model(image)
-        return scores if self.logits else scores.argmax(1).to(torch.uint8)
+        if self.logits:
+            return scores
+        labels = scores.argmax(1).to(torch.uint8)
+        if not (self.confidence if confidence is None else confidence):
+            return labels
+        from fcn_perception.inference.optimize import top_probability
+
+        return labels, top_probability(scores.float())
 
 
 def segmentation_output(card: dict | None) -> str:
@@ -81,12 +92,14 @@ def segmentation_output(card: dict | None) -> str:
 
 
 def export_module(model: nn.Module, task: str, optimize: bool = True,
-                  seg_output: str = "labels") -> nn.Module:
+                  seg_output: str = "labels", confidence: bool = False) -> nn.Module:
     """Wrap ``model`` so its outputs are the contract's tensors for ``task``.
 
     ``optimize`` (default) first applies the exact rewrites of
     :mod:`fcn_perception.inference.optimize` to a copy of the model (transposed
-    convolutions as sub-pixel convolutions).  ``seg_output``: ``"labels"`` or ``"logits"``.
+    convolutions as sub-pixel convolutions).  ``seg_output``: ``"labels"`` or ``"logits"``;
+    ``confidence`` adds the ``confidence`` output to a ``labels`` graph (segmentation
+    modules also take ``forward(image, confidence=True)`` in eager mode).
     """
     if seg_output not in ("labels", "logits"):
         raise ValueError(f"seg_output must be 'labels' or 'logits', got {seg_output!r}")
@@ -104,8 +117,8 @@ def export_module(model: nn.Module, task: str, optimize: bool = True,
         if optimize and isinstance(model, FCN) and seg_output == "labels":
             from fcn_perception.inference.optimize import FCNLabels
 
-            return FCNLabels(model)
-        return SegmentationExport(model, logits=seg_output == "logits")
+            return FCNLabels(model, confidence=confidence)
+        return SegmentationExport(model, logits=seg_output == "logits", confidence=confidence)
     from fcn_perception.models.rfcn import RFCNExport
 
     return RFCNExport(model)
@@ -135,12 +148,16 @@ def _atomic_path(path: Path) -> Path:
 
 def export_onnx(model: nn.Module, task: str, path: str | Path, card: dict | None = None,
                 opset: int = DEFAULT_OPSET, height: int | None = None, width: int | None = None,
-                weights_sha256: str | None = None, seg_output: str | None = None) -> Path:
+                weights_sha256: str | None = None, seg_output: str | None = None,
+                confidence: bool = False) -> Path:
     """Export ``model`` for ``task`` to ``path`` (dynamic H and W; N too for segmentation).
 
     Segmentation graphs output ``labels`` (uint8) or, when the card runs the network at a
-    fixed ``input.size`` (or ``seg_output="logits"``), ``logits``.  Tracing uses the
-    card's size, else 360x480 (any size runs afterwards).
+    fixed ``input.size`` (or ``seg_output="logits"``), ``logits``.  ``confidence`` adds a
+    second output to a ``labels`` graph, ``confidence`` float32 ``(N, H, W)`` (the top
+    class's softmax probability; ONNX Runtime and TensorRT compute every output, so it is
+    a separate variant).  Tracing uses the card's size, else 360x480 (any size runs
+    afterwards).
 
     The graph is checked with ``onnx.checker`` (full check) and strict shape inference;
     ``card`` (the model card dict) is embedded as metadata.  Returns ``path``.
@@ -155,14 +172,17 @@ def export_onnx(model: nn.Module, task: str, path: str | Path, card: dict | None
     seg_output = seg_output or segmentation_output(card)
     size = ((card or {}).get("input") or {}).get("size") or (360, 480)
     height, width = int(height or size[0]), int(width or size[1])
-    wrapper = export_module(model, task, seg_output=seg_output).eval()
+    confidence = bool(confidence) and task == "segmentation" and seg_output == "labels"
+    wrapper = export_module(model, task, seg_output=seg_output, confidence=confidence).eval()
     dummy = torch.zeros(1, 3, height, width)
     outputs = list(OUTPUTS[task])
     if task == "segmentation":
-        outputs = [seg_output]
+        outputs = [seg_output, "confidence"] if confidence else [seg_output]
         axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
                 seg_output: ({0: "batch", 2: "height", 3: "width"} if seg_output == "logits"
                              else {0: "batch", 1: "height", 2: "width"})}
+        if confidence:
+            axes["confidence"] = {0: "batch", 1: "height", 2: "width"}
     else:
         axes = {INPUT_NAME: {2: "height", 3: "width"}}
     tmp = _atomic_path(path)
@@ -192,8 +212,9 @@ def export_onnx(model: nn.Module, task: str, path: str | Path, card: dict | None
 
 
 def cached_onnx(weights: str | Path, task: str | None = None, opset: int = DEFAULT_OPSET,
-                directory: str | Path | None = None) -> Path:
-    """The ONNX export of ``weights``, made once and cached under its sha256."""
+                directory: str | Path | None = None, confidence: bool = False) -> Path:
+    """The ONNX export of ``weights``, made once and cached under its sha256
+    (``confidence``: the segmentation variant that also outputs ``confidence``)."""
     weights = Path(weights)
     if not weights.is_file():
         raise WeightsError(f"weights file {weights} does not exist")
@@ -205,6 +226,8 @@ def cached_onnx(weights: str | Path, task: str | None = None, opset: int = DEFAU
     folder = Path(directory) if directory else cache_dir("onnx")
     name = card["architecture"].get("name", task)
     kind = segmentation_output(card) if task == "segmentation" else "det"
+    confidence = confidence and kind == "labels"
+    kind += "-conf" if confidence else ""
     path = folder / f"{name}-{digest[:16]}-{kind}-op{opset}-v{EXPORT_VERSION}.onnx"
     if path.is_file():
         try:
@@ -215,7 +238,8 @@ def cached_onnx(weights: str | Path, task: str | None = None, opset: int = DEFAU
         log.warning("cached ONNX %s is stale or unreadable: exporting again", path)
     log.info("exporting %s to ONNX (%s, opset %d) -> %s", weights.name, task, opset, path)
     model, card = load_model(weights, task)
-    return export_onnx(model, task, path, card=card, opset=opset, weights_sha256=digest)
+    return export_onnx(model, task, path, card=card, opset=opset, weights_sha256=digest,
+                       confidence=confidence)
 
 
 def onnx_variant(path: str | Path) -> str:

@@ -88,15 +88,20 @@ class FCNLabels(nn.Module):
     then (the same values are compared, in the same class order, so even ties agree) -- at
     ``1/C`` of the memory traffic.  Exact; requires ``up_final`` to be a
     :class:`SubpixelConvTranspose2d` (see :func:`replace_transposed_convs`).
+
+    With ``confidence`` (or ``forward(image, confidence=True)``) it also returns the top
+    class's softmax probability per pixel, ``1 / sum_c exp(s_c - max_c s_c)``, computed on
+    the same phase maps (the same values, so exact too): ``(labels, confidence)``.
     """
 
-    def __init__(self, fcn: nn.Module) -> None:
+    def __init__(self, fcn: nn.Module, confidence: bool = False) -> None:
         super().__init__()
         if not isinstance(getattr(fcn, "up_final", None), SubpixelConvTranspose2d):
             raise ValueError("FCNLabels needs an FCN whose up_final was rewritten")
         self.fcn = fcn.eval()
+        self.confidence = confidence
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, confidence: bool | None = None):
         fcn = self.fcn
         height, width = image.shape[-2], image.shape[-1]
         score = fcn.fused_scores(image)
@@ -104,7 +109,20 @@ class FCNLabels(nn.Module):
         s = up.scale
         phases = up.conv(F.pad(score, up.padding))  # (N, C*s*s, h, w), channel c*s*s + ry*s + rx
         n, _, h, w = phases.shape
-        labels = phases.reshape(n, fcn.num_classes, s * s, h, w).argmax(1).to(torch.uint8)
-        labels = labels.reshape(n, s, s, h, w).permute(0, 3, 1, 4, 2).reshape(n, h * s, w * s)
         top, left = up.crop[0], up.crop[2]
-        return labels[:, top:top + height, left:left + width]
+
+        def interleave(per_phase: torch.Tensor) -> torch.Tensor:  # (N, s*s, h, w) -> (N, H, W)
+            full = per_phase.reshape(n, s, s, h, w).permute(0, 3, 1, 4, 2).reshape(n, h * s, w * s)
+            return full[:, top:top + height, left:left + width]
+
+        classes = phases.reshape(n, fcn.num_classes, s * s, h, w)
+        labels = interleave(classes.argmax(1).to(torch.uint8))
+        if not (self.confidence if confidence is None else confidence):
+            return labels
+        return labels, interleave(top_probability(classes.float()))
+
+
+def top_probability(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """The largest softmax probability along ``dim``: ``1 / sum exp(s - max s)``."""
+    best = scores.amax(dim, keepdim=True)
+    return torch.reciprocal(torch.exp(scores - best).sum(dim))

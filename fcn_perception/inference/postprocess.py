@@ -88,22 +88,72 @@ def labels_from_logits(logits, out_hw: tuple[int, int]) -> np.ndarray:
     return upsampled_argmax(np.ascontiguousarray(scores, np.float32), out_hw)
 
 
-def segmentation_result(outputs: dict, input_hw: tuple[int, int]) -> SegmentationResult:
+def confidence_from_logits(logits, out_hw: tuple[int, int]) -> np.ndarray:
+    """``(1, C, h, w)`` (or ``(C, h, w)``) scores -> ``(H, W)`` float32: the top class's
+    softmax probability of the scores upsampled bilinearly to ``out_hw``
+    (``align_corners=False``, as :func:`labels_from_logits`), on the scores' device."""
+    import torch
+    import torch.nn.functional as F
+
+    from fcn_perception.inference.optimize import top_probability
+
+    with torch.inference_mode():
+        t = logits if isinstance(logits, torch.Tensor) else torch.from_numpy(
+            np.ascontiguousarray(to_numpy(logits), np.float32))
+        t = (t if t.dim() == 4 else t[None]).float()
+        if tuple(t.shape[-2:]) != tuple(out_hw):
+            t = F.interpolate(t, size=tuple(out_hw), mode="bilinear", align_corners=False)
+        return np.ascontiguousarray(top_probability(t)[0].cpu().numpy(), np.float32)
+
+
+def _first(x) -> np.ndarray:
+    """A map of the first (only) batch item, as numpy."""
+    x = to_numpy(x)
+    return x[0] if x.ndim == 3 else x
+
+
+def segmentation_result(outputs: dict, input_hw: tuple[int, int], placement=None,
+                        confidence: bool = False) -> SegmentationResult:
     """Contract outputs -> :class:`SegmentationResult` at ``input_hw``.
 
     ``logits`` (a network run at a reduced size) are upsampled bilinearly and then
-    argmax-ed; ``labels`` at another size are resized nearest-neighbour.
+    argmax-ed; ``labels`` at another size are resized nearest-neighbour, ``confidence``
+    bilinearly.  With a :class:`~fcn_perception.inference.geometry.Placement` only its
+    ``content`` part of the network's maps is used, resized to its ``region`` and pasted
+    into the frame (:data:`~fcn_perception.inference.geometry.UNSEEN_LABEL` and
+    confidence 0 outside).  ``confidence``: also fill ``SegmentationResult.confidence``
+    (from the ``confidence`` output, else from ``logits``).
     """
+    from fcn_perception.inference.geometry import UNSEEN_LABEL, resize_bilinear
+
+    region_hw = tuple(input_hw) if placement is None else placement.region.hw
+
+    def cut(x):
+        return x if placement is None else placement.content_of(x)
+
+    conf = None
     if outputs.get("logits") is not None:
-        return SegmentationResult(labels=labels_from_logits(outputs["logits"], input_hw))
-    labels = to_numpy(outputs["labels"])
-    if labels.ndim == 3:
-        labels = labels[0]
-    if labels.dtype != np.uint8:
-        labels = labels.astype(np.uint8)
-    if labels.shape != tuple(input_hw):
-        labels = resize_labels(labels, input_hw)
-    return SegmentationResult(labels=np.ascontiguousarray(labels))
+        scores = cut(outputs["logits"])
+        labels = labels_from_logits(scores, region_hw)
+        if confidence:
+            conf = confidence_from_logits(scores, region_hw)
+    else:
+        labels = cut(_first(outputs["labels"]))
+        if labels.dtype != np.uint8:
+            labels = labels.astype(np.uint8)
+        if labels.shape != region_hw:
+            labels = resize_labels(labels, region_hw)
+        if confidence:
+            if outputs.get("confidence") is None:
+                raise ValueError("the backend gave no 'confidence' output for this frame")
+            conf = resize_bilinear(cut(_first(outputs["confidence"])).astype(np.float32),
+                                   region_hw)
+    if placement is not None:
+        labels = placement.paste(labels, UNSEEN_LABEL)
+        conf = None if conf is None else placement.paste(conf, 0.0)
+    return SegmentationResult(
+        labels=np.ascontiguousarray(labels),
+        confidence=None if conf is None else np.ascontiguousarray(conf, np.float32))
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -115,14 +165,15 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def detection_result(outputs: dict, input_hw: tuple[int, int], net_hw: tuple[int, int],
-                     score_threshold: float = 0.0, max_detections: int | None = None
-                     ) -> DetectionResult:
+                     score_threshold: float = 0.0, max_detections: int | None = None,
+                     placement=None) -> DetectionResult:
     """Padded ``boxes/scores/labels[/num_detections][/class_scores]`` ->
     :class:`DetectionResult`.
 
-    Boxes are scaled from the network input ``net_hw`` to ``input_hw`` and clipped;
-    detections below ``score_threshold`` are dropped; at most ``max_detections`` are kept,
-    sorted by descending score.
+    Boxes are scaled from the network input ``net_hw`` to ``input_hw`` and clipped (with
+    a :class:`~fcn_perception.inference.geometry.Placement`: mapped from its ``content``
+    to its ``region`` and clipped to the region); detections below ``score_threshold``
+    are dropped; at most ``max_detections`` are kept, sorted by descending score.
     """
     boxes = to_numpy(outputs["boxes"]).astype(np.float32).reshape(-1, 4)
     scores = to_numpy(outputs["scores"]).astype(np.float32).reshape(-1)
@@ -142,10 +193,13 @@ def detection_result(outputs: dict, input_hw: tuple[int, int], net_hw: tuple[int
     boxes, scores, labels = boxes[order], scores[order], labels[order]
     dist = dist[order] if dist is not None else None
     (ih, iw), (nh, nw) = input_hw, net_hw
-    if (ih, iw) != (nh, nw):
+    if placement is not None:
+        boxes = placement.boxes_to_input(boxes)
+    elif (ih, iw) != (nh, nw):
         boxes = boxes * np.array([iw / nw, ih / nh, iw / nw, ih / nh], np.float32)
-    boxes[:, 0::2] = boxes[:, 0::2].clip(0, iw)
-    boxes[:, 1::2] = boxes[:, 1::2].clip(0, ih)
+    if placement is None:
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, iw)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, ih)
     return DetectionResult(boxes=np.ascontiguousarray(boxes, np.float32),
                            scores=np.ascontiguousarray(scores), class_ids=labels,
                            class_scores=None if dist is None else np.ascontiguousarray(dist))

@@ -19,13 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fcn_perception.errors import BackendUnavailable, ModelFileError, WeightsError
-from fcn_perception.inference.backends import (
-    AUTO_ORDER,
-    Backend,
-    canonical_name,
-    cuda_available,
-    unavailable_reason,
-)
+from fcn_perception.inference.backends import Backend, candidates, unavailable_reason
 from fcn_perception.inference.calibration import DEFAULT_METHOD
 from fcn_perception.inference.contract import check_task
 from fcn_perception.inference.postprocess import detection_result, segmentation_result
@@ -37,6 +31,9 @@ log = logging.getLogger("fcn_perception.inference")
 
 TORCH_SUFFIXES = (".safetensors", ".pt", ".pth")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+#: the NMS threshold of a card without ``architecture.nms_thresh`` (R-FCN's default,
+#: ``models.rfcn.DEFAULTS``; not imported from there: that pulls in torchvision)
+DEFAULT_NMS_THRESHOLD = 0.3
 ENGINE_OPTIONS = {"gpu", "profile", "calibration_images", "calibrator", "calibration_limit",
                   "cache_dir", "rebuild", "workspace"}
 
@@ -76,9 +73,13 @@ def resolve_weights(task: str, weights: str | Path | None) -> tuple[str, Path]:
 class Predictor:
     """Callable: ``predictor(rgb)`` with ``rgb`` an ``(H, W, 3)`` uint8 array.
 
+    Implements :class:`~fcn_perception.inference.interface.SegmentationPredictor` or
+    :class:`~fcn_perception.inference.interface.DetectionPredictor` (by ``task``).
     Attributes: ``task``, ``card`` (the model card), ``classes``, ``palette``,
     ``backend`` (the :class:`~fcn_perception.inference.backends.Backend`),
-    ``backend_name`` (e.g. ``"onnxruntime-cpu"``), ``source`` (the file it runs).
+    ``backend_name`` (e.g. ``"onnxruntime-cpu"``), ``precision``, ``source`` (the file it
+    runs); for detection ``nms_threshold`` and the defaults ``score_threshold`` and
+    ``max_detections`` that a call may override.
     """
 
     def __init__(self, task: str, backend: Backend, card: dict, source: Path,
@@ -98,19 +99,30 @@ class Predictor:
     def backend_name(self) -> str:
         return self.backend.name
 
+    @property
+    def precision(self) -> str:
+        return self.backend.precision
+
+    @property
+    def nms_threshold(self) -> float:
+        return float(self.card.get("architecture", {}).get("nms_thresh", DEFAULT_NMS_THRESHOLD))
+
     def __repr__(self) -> str:
         return (f"Predictor(task={self.task!r}, backend={self.backend.describe()!r}, "
                 f"source={str(self.source)!r})")
 
-    def __call__(self, rgb: np.ndarray) -> SegmentationResult | DetectionResult:
+    def __call__(self, rgb: np.ndarray, *, score_threshold: float | None = None,
+                 max_detections: int | None = None) -> SegmentationResult | DetectionResult:
         start = time.perf_counter()
         img, input_hw, net_hw = self.pre.prepare(rgb)
         outputs = self.backend.infer(img, net_hw)
         if self.task == "segmentation":
             result = segmentation_result(outputs, input_hw)
         else:
-            result = detection_result(outputs, input_hw, net_hw, self.score_threshold,
-                                      self.max_detections)
+            result = detection_result(
+                outputs, input_hw, net_hw,
+                self.score_threshold if score_threshold is None else score_threshold,
+                self.max_detections if max_detections is None else max_detections)
         result.latency_ms = (time.perf_counter() - start) * 1000.0
         return result
 
@@ -198,22 +210,36 @@ def build_backend(name: str, task: str, kind: str, path: Path, card: dict,
     raise ValueError(f"unknown backend {name!r}")
 
 
+def _cannot_run(name: str, kind: str, path: Path) -> str | None:
+    """Why backend ``name`` cannot run a ``kind`` model file here (None: try it)."""
+    reason = unavailable_reason(name)
+    if reason is None and name.startswith("torch") and kind != "torch":
+        reason = f"needs a weights file ({', '.join(TORCH_SUFFIXES)}), not {path.name}"
+    if reason is None and kind == "engine" and name != "tensorrt":
+        reason = f"cannot run a TensorRT engine ({path.name})"
+    return None if reason is None else f"{name}: {reason}"
+
+
 def load_predictor(task: str, backend: str = "auto", weights: str | Path | None = None,
                    precision: str | None = None, num_threads: int | None = None,
                    score_threshold: float | None = None, max_detections: int | None = None,
-                   **trt_options) -> Predictor:
-    """Build a :class:`Predictor`.
+                   device: str = "auto", **trt_options) -> Predictor:
+    """Build a :class:`Predictor` on the first of the backends that ``backend`` and
+    ``device`` allow (:func:`~fcn_perception.inference.backends.candidates`) that starts.
 
     Args:
         task: ``"segmentation"`` or ``"detection"``.
         backend: ``"auto"`` or a name from :mod:`fcn_perception.inference.backends`.
             ``auto`` tries TensorRT, ONNX Runtime CUDA, torch CUDA, then ONNX Runtime CPU
-            (torch CPU if onnxruntime is missing) and logs its choice.
+            (torch CPU if onnxruntime is missing) and logs its choice; ``torch`` and
+            ``onnxruntime`` try CUDA, then the CPU.
         weights: model file; None uses the shipped default for ``task``.
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"`` (None: the backend's default:
             fp16 for TensorRT and torch CUDA, fp32 elsewhere).
         num_threads: CPU threads (default: the physical cores).
-        score_threshold, max_detections: detection filtering on top of the model's own.
+        score_threshold, max_detections: detection defaults on top of the model's own
+            (a call may pass others).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``: only backends running there.
         trt_options: ``calibration_images`` (a folder; int8 on TensorRT or onnxruntime-cpu)
             and ``calibrator`` (``"minmax"``, ``"entropy"`` or ``"percentile"``); ``gpu``
             (a CUDA device index) for the CUDA and TensorRT backends; for TensorRT also
@@ -226,42 +252,30 @@ def load_predictor(task: str, backend: str = "auto", weights: str | Path | None 
     if unknown:
         raise TypeError(f"load_predictor got unknown options {unknown}; engine/calibration "
                         f"options are {sorted(ENGINE_OPTIONS)}")
+    names = candidates(backend, device)
     kind, path = resolve_weights(task, weights)
     card = _card_for(kind, path, task)
-    name = canonical_name(backend)
-    if name == "torch":
-        name = "torch-cuda" if cuda_available() else "torch-cpu"
-    elif name == "onnxruntime":
-        name = "onnxruntime-cpu" if unavailable_reason("onnxruntime-cuda") else "onnxruntime-cuda"
     kwargs = dict(precision=precision, num_threads=num_threads, **trt_options)
-    if name != "auto":
-        chosen = build_backend(name, task, kind, path, card, **kwargs)
-    else:
-        skipped = []
-        chosen = None
-        for candidate in AUTO_ORDER:
-            reason = unavailable_reason(candidate)
-            if reason is None and candidate.startswith("torch") and kind != "torch":
-                reason = f"needs a weights file, not {path.suffix}"
-            if reason is None and kind == "engine" and candidate != "tensorrt":
-                reason = "cannot run a TensorRT engine"
-            if reason is not None:
-                skipped.append((candidate, reason))
-                continue
+    failures = []
+    for name in names:
+        reason = _cannot_run(name, kind, path)
+        if reason is None:
             try:
-                chosen = build_backend(candidate, task, kind, path, card, **kwargs)
+                chosen = build_backend(name, task, kind, path, card, **kwargs)
                 break
             except BackendUnavailable as exc:
-                skipped.append((candidate, str(exc)))
-                log.warning("backend auto: %s could not start (%s); trying the next", candidate,
-                            exc)
-        if chosen is None:
-            raise BackendUnavailable(
-                "backend auto found nothing that runs " + str(path) + ": "
-                + "; ".join(f"{n}: {r}" for n, r in skipped)
-            )
-        log.info("backend auto -> %s for %s (%s)%s", chosen.describe(), task, path.name,
-                 "".join(f"; skipped {n}: {r}" for n, r in skipped))
+                reason = str(exc)
+                if len(names) > 1:
+                    log.warning("backend %s: %s could not start (%s); trying the next",
+                                backend, name, exc)
+        failures.append(reason)
+    else:
+        if len(names) == 1:
+            raise BackendUnavailable(failures[0])
+        raise BackendUnavailable(f"backend {backend} found nothing that runs {path}: "
+                                 + "; ".join(failures))
+    if len(names) > 1:
+        log.info("backend %s -> %s for %s (%s)%s", backend, chosen.describe(), task, path.name,
+                 "".join(f"; skipped {r}" for r in failures))
     return Predictor(task, chosen, card, path, score_threshold=score_threshold,
                      max_detections=max_detections)
-

@@ -8,10 +8,17 @@ import numpy as np
 
 @dataclass
 class SegmentationResult:
-    """``labels``: ``(H, W)`` uint8 class ids at the input image's resolution."""
+    """``labels``: ``(H, W)`` uint8 class ids at the input image's resolution (255 where
+    the network did not look: outside the region of interest or the centre crop).
+
+    ``confidence``: ``(H, W)`` float32 in ``[0, 1]``, the top class's softmax probability
+    per pixel (0 where the network did not look), when asked for
+    (``predictor(rgb, confidence=True)``), else None.
+    """
 
     labels: np.ndarray
     latency_ms: float = 0.0
+    confidence: np.ndarray | None = None
 
 
 @dataclass

@@ -9,6 +9,7 @@ suppresses more; one at or above it changes nothing (suppressed boxes are gone).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -60,3 +61,30 @@ def filter_detections(result: DetectionResult, *, score_threshold: float = 0.0,
     dist = None if result.class_scores is None else np.asarray(result.class_scores)[idx]
     return dataclasses.replace(result, boxes=boxes[idx], scores=scores[idx],
                                class_ids=class_ids[idx], class_scores=dist)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionFilter:
+    """The detection parameters, resolved against the loaded model once per change."""
+
+    score_threshold: float = 0.0
+    allowed: np.ndarray | None = None  # class ids to keep; None: all
+    nms_threshold: float | None = None  # None: the model's own NMS is the last word
+    max_detections: int | None = None
+
+    @classmethod
+    def for_model(cls, model_classes: Sequence[str], model_nms_threshold: float, *,
+                  score_threshold: float, nms_threshold: float, max_detections: int,
+                  classes: Sequence[str] = ()) -> DetectionFilter:
+        """``classes`` are names of ``model_classes`` (empty: all); ``nms_threshold``
+        runs only when it is below ``model_nms_threshold``, the model's own."""
+        allowed = (np.array([i for i, n in enumerate(model_classes) if n in classes], np.int64)
+                   if classes else None)
+        return cls(float(score_threshold), allowed,
+                   float(nms_threshold) if nms_threshold < model_nms_threshold else None,
+                   int(max_detections))
+
+    def __call__(self, result: DetectionResult) -> DetectionResult:
+        return filter_detections(result, score_threshold=self.score_threshold,
+                                 allowed=self.allowed, nms_threshold=self.nms_threshold,
+                                 max_detections=self.max_detections)

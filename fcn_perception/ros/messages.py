@@ -12,6 +12,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from fcn_perception.ros import layout
+
 
 def copy_header(header: Header) -> Header:
     out = Header()
@@ -47,41 +49,12 @@ def rgb_msg(header: Header, rgb: np.ndarray) -> Image:
 
 def detections_msg(header: Header, boxes: np.ndarray, scores: np.ndarray,
                    class_ids: np.ndarray, class_scores: np.ndarray | None = None):
-    """``vision_msgs/Detection2DArray``: one Detection2D per box with its centre and
-    size in input pixels and its hypotheses (``class_id`` = the class index as a string,
-    resolved to a name by ``label_info``; ``score``).
-
-    With ``class_scores`` ``(N, C)`` every detection carries the whole class
-    distribution, one ObjectHypothesisWithPose per class, best first (vision_msgs'
-    results are class probabilities); without it, the one detected class."""
-    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
-
-    out = Detection2DArray()
-    out.header = copy_header(header)
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    class_ids = np.asarray(class_ids).reshape(-1)
-    for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
-        det = Detection2D()
-        det.header = out.header
-        det.bbox.center.position.x = (x1 + x2) / 2.0
-        det.bbox.center.position.y = (y1 + y2) / 2.0
-        det.bbox.size_x = x2 - x1
-        det.bbox.size_y = y2 - y1
-        if class_scores is None:
-            hyps = [(int(class_ids[i]), float(scores[i]))]
-        else:
-            dist = np.asarray(class_scores[i], np.float64)
-            rest = [(int(c), float(dist[c])) for c in np.argsort(-dist, kind="stable")
-                    if c != class_ids[i]]
-            hyps = [(int(class_ids[i]), float(scores[i])), *rest]
-        for cid, score in hyps:
-            hyp = ObjectHypothesisWithPose()
-            hyp.hypothesis.class_id = str(cid)
-            hyp.hypothesis.score = score
-            det.results.append(hyp)
-        out.detections.append(det)
-    return out
+    """``vision_msgs/Detection2DArray`` (:func:`fcn_perception.ros.layout.detection_array`):
+    one Detection2D per box with its centre and size in input pixels; with
+    ``class_scores`` ``(N, C)`` one ObjectHypothesisWithPose per class, the detected
+    class first (vision_msgs' results are class probabilities); without, that one."""
+    return layout.detection_array(layout.ros_message_class, copy_header(header), boxes,
+                                  scores, class_ids, class_scores)
 
 
 def label_info_msg(header: Header, classes: list[str], threshold: float = 0.0):

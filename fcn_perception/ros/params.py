@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-TASKS = ("segmentation", "detection")
+from fcn_perception.inference import backends
+from fcn_perception.inference.contract import check_task
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,6 @@ NODE_PARAMS = (
               "seconds after activation (0: never)", minimum=0.0, maximum=3600.0),
 )
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "torch-cpu", "torch-cuda",
-            "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 
 PREDICTOR_PARAMS = (
@@ -107,7 +107,7 @@ PREDICTOR_PARAMS = (
               "a TensorRT .engine; empty: the packaged default"),
     ParamSpec("backend", "auto", "inference backend; auto: the first that starts of "
               "tensorrt, onnxruntime-cuda, torch-cuda, onnxruntime-cpu, torch-cpu",
-              choices=BACKENDS),
+              choices=backends.NAMES),
     ParamSpec("device", "auto", "auto, cpu, cuda or cuda:N: cpu/cuda narrow the backend "
               "choice; cuda:N also runs on GPU N", pattern=DEVICE_PATTERN),
     ParamSpec("precision", "auto", "auto: the backend's default (fp16 on TensorRT and torch "
@@ -128,21 +128,25 @@ def parse_device(device: str) -> tuple[str, int | None]:
 
 
 def backend_candidates(backend: str, device: str) -> list[str]:
-    """Backend names to try in order for the ``backend`` and ``device`` parameters.
+    """The backends the ``backend`` and ``device`` parameters allow, in the order the
+    predictor tries them (:func:`fcn_perception.inference.backends.candidates`).
 
     Raises ValueError when the two contradict each other (``tensorrt`` on ``cpu``)."""
-    device, _ = parse_device(device)
-    if device == "auto":
-        return [backend]
-    if backend == "auto":
-        return (["tensorrt", "onnxruntime-cuda", "torch-cuda"] if device == "cuda"
-                else ["onnxruntime-cpu", "torch-cpu"])
-    if backend in ("torch", "onnxruntime"):
-        return [f"{backend}-{device}"]
-    runs_on = "cuda" if backend in ("tensorrt", "onnxruntime-tensorrt") else backend.rsplit("-", 1)[1]
-    if runs_on != device:
-        raise ValueError(f"backend {backend} runs on {runs_on}, not on device {device}")
-    return [backend]
+    return list(backends.candidates(backend, parse_device(device)[0]))
+
+
+def predictor_options(param: Callable[[str], Any]) -> dict[str, Any]:
+    """``load_predictor`` keyword arguments from a task's predictor parameters
+    (``param(name)`` gives the value of ``weights``, ``backend``, ...)."""
+    kind, gpu = parse_device(param("device"))
+    precision = param("precision")
+    options = {"backend": param("backend"), "device": kind, "weights": param("weights") or None,
+               "precision": None if precision == "auto" else precision}
+    if gpu is not None:
+        options["gpu"] = gpu
+    if param("force_engine_rebuild"):
+        options["rebuild"] = True
+    return options
 
 
 TASK_PARAMS = {
@@ -166,8 +170,7 @@ TASK_PARAMS = {
 
 def task_specs(task: str, prefix: str = "") -> list[ParamSpec]:
     """The predictor and task parameters of ``task``, optionally under ``prefix.``."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    check_task(task)
     return [s.prefixed(prefix) for s in (*PREDICTOR_PARAMS, *TASK_PARAMS[task])]
 
 
@@ -186,11 +189,6 @@ NODES = {
     "detection_node": ("detection",),
     "perception_node": ("segmentation", "detection"),
 }
-
-
-def declared_names(executable: str) -> set[str]:
-    """Parameter names the node started by console command ``executable`` declares."""
-    return {s.name for s in node_specs(NODES[executable])}
 
 
 def validate_classes(names, known: list[str]) -> str | None:

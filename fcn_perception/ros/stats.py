@@ -83,3 +83,48 @@ class FrameStats:
                 window.percentiles(50, 95)
             )
         return out
+
+
+class HealthMonitor:
+    """The diagnostics level of a node's input, assessed once per diagnostics period.
+
+    WARN when no frame has arrived for ``silent_after_s`` (since ``start``) or when frames
+    were rejected or failed since the last assessment; otherwise OK, *idle* when frames
+    arrive but nobody subscribes to an output.
+    """
+
+    def __init__(self, stats: FrameStats, silent_after_s: float,
+                 now: float | None = None) -> None:
+        self.stats = stats
+        self.silent_after_s = float(silent_after_s)
+        self.started_at = time.monotonic() if now is None else now
+        self._last = dict(stats.counts)
+
+    def assess(self, source: str, now: float | None = None) -> tuple[dict, str, str | None]:
+        """``(snapshot, level, message)``: level ``ok`` or ``warn``; message None when
+        frames flow normally (the caller then reports rate and backend)."""
+        now = time.monotonic() if now is None else now
+        snap = self.stats.snapshot()
+        delta = {k: snap[k] - self._last.get(k, 0) for k in FrameStats.COUNTERS}
+        self._last = {k: snap[k] for k in FrameStats.COUNTERS}
+        silent_for = now - max(self.stats.last_received or 0.0, self.started_at)
+        bad = delta["rejected"] + delta["failed"]
+        if silent_for > self.silent_after_s:
+            return snap, "warn", f"no frame for {silent_for:.0f} s on {source}"
+        if bad > 0:
+            return snap, "warn", f"{bad} bad frame(s) skipped: {self.stats.last_error}"
+        if delta["processed"] == 0 and delta["skipped"] > 0:
+            return snap, "ok", "idle: nobody subscribes to the outputs"
+        return snap, "ok", None
+
+
+def task_values(snap: dict, task: str) -> dict:
+    """The diagnostics key/values of one task from a :meth:`FrameStats.snapshot`."""
+    return {
+        "fps": snap["fps"],
+        "latency_p50_ms": snap["latency_p50_ms"],
+        "latency_p95_ms": snap["latency_p95_ms"],
+        "inference_p50_ms": snap.get(f"{task}_inference_p50_ms", float("nan")),
+        "inference_p95_ms": snap.get(f"{task}_inference_p95_ms", float("nan")),
+        **{f"frames_{k}": snap[k] for k in FrameStats.COUNTERS},
+    }

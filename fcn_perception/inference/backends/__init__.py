@@ -20,16 +20,22 @@ Names accepted by :func:`fcn_perception.load_predictor`'s ``backend``:
 """
 from __future__ import annotations
 
+import gc
 import os
+import sys
 
 import numpy as np
 
+#: concrete backend -> the device kind it runs on
+RUNS_ON = {"tensorrt": "cuda", "onnxruntime-cpu": "cpu", "onnxruntime-cuda": "cuda",
+           "onnxruntime-tensorrt": "cuda", "torch-cpu": "cpu", "torch-cuda": "cuda"}
+CONCRETE = tuple(RUNS_ON)
+#: what ``auto`` tries, in order (``onnxruntime-tensorrt`` only when asked for by name)
 AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")
-CONCRETE = ("tensorrt", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt",
-            "torch-cpu", "torch-cuda")
 ALIASES = {"trt": "tensorrt", "ort": "onnxruntime", "onnx": "onnxruntime",
            "ort-cpu": "onnxruntime-cpu", "ort-cuda": "onnxruntime-cuda", "pytorch": "torch"}
 NAMES = ("auto", "onnxruntime", "torch", *CONCRETE)
+DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -57,6 +63,41 @@ def canonical_name(name: str) -> str:
     if name not in NAMES:
         raise ValueError(f"unknown backend {name!r}; expected one of {NAMES}")
     return name
+
+
+def candidates(backend: str, device: str = "auto") -> tuple[str, ...]:
+    """The concrete backends to try, in order, for ``backend`` on ``device`` (``auto``,
+    ``cpu`` or ``cuda``): ``auto`` is :data:`AUTO_ORDER`, ``torch`` and ``onnxruntime``
+    their CUDA then CPU variants, each narrowed to the device.
+
+    Raises ValueError when the two contradict each other (``tensorrt`` on ``cpu``)."""
+    name = canonical_name(backend)
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+    if name == "auto":
+        names = AUTO_ORDER
+    elif name in ("torch", "onnxruntime"):
+        names = (f"{name}-cuda", f"{name}-cpu")
+    else:
+        names = (name,)
+    allowed = tuple(n for n in names if device == "auto" or RUNS_ON[n] == device)
+    if not allowed:
+        raise ValueError(f"backend {name} runs on {RUNS_ON[names[0]]}, not on device {device}")
+    return allowed
+
+
+def device_of(backend_name: str, gpu: int | None = None) -> str:
+    """Where concrete backend ``backend_name`` runs: ``cpu``, ``cuda`` or ``cuda:N``."""
+    kind = RUNS_ON[canonical_name(backend_name)]
+    return f"cuda:{gpu}" if kind == "cuda" and gpu is not None else kind
+
+
+def free_accelerator_memory() -> None:
+    """Collect garbage and return cached CUDA memory (when torch is loaded)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def cuda_available() -> bool:
