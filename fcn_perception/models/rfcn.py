@@ -251,7 +251,7 @@ def export_onnx(model: RFCN, path: str | Path, height: int = 360, width: int = 4
     import warnings
 
     path = Path(path)
-    wrapper = RFCNExport(model)
+    wrapper = RFCNExport(model).eval()
     dummy = torch.zeros(1, 3, height, width)
     with warnings.catch_warnings():
         # expected: tracer notes, the legacy-exporter notice, Slice constant folding
