@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+#: the names fcn_perception.load_predictor accepts (inference.backends.NAMES, without
+#: importing the inference stack at parser build time)
+BACKEND_NAMES = ("auto", "onnxruntime", "torch", "tensorrt", "onnxruntime-cpu",
+                 "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cpu", "torch-cuda")
 
 def register(subparsers) -> None:
     bag = subparsers.add_parser(
@@ -41,7 +45,8 @@ def register(subparsers) -> None:
                    help="detection weights (default: shipped R-FCN); live: its card")
     p.add_argument("--tasks", default="segmentation,detection",
                    help="comma-separated: segmentation, detection (default both)")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
+                   help="inference backend (default auto)")
     p.add_argument("--image-topic", default=None)
     p.add_argument("--label-topic", default=None)
     p.add_argument("--output-bag", default=None,
@@ -50,7 +55,14 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=eval_main)
 
-    p = sub.add_parser("play", help="publish a bag to live topics (rclpy)")
+    p = sub.add_parser(
+        "play", help="publish a bag to live topics (rclpy)",
+        description="Publish a bag's messages on live ROS 2 topics with rclpy, at their "
+        "recorded pace (scaled by --rate), keeping each message's header; e.g. a CamVid bag "
+        "from `bag make` to the perception nodes.  Topics can be selected and remapped, "
+        "and playing can wait for the node's subscription.  Outputs carry the recorded "
+        "header stamps; no /clock is published (for nodes on the bag's time, "
+        "use_sim_time:=true, play with `ros2 bag play --clock`).")
     p.add_argument("bag")
     p.add_argument("--rate", type=float, default=1.0, help="speed factor (default 1.0)")
     p.add_argument("--loop", action="store_true", help="play again and again")
@@ -64,7 +76,12 @@ def register(subparsers) -> None:
                    help="seconds to wait before the first message (after the wait)")
     p.set_defaults(func=play_main)
 
-    p = sub.add_parser("record", help="record live topics to a bag (rclpy)")
+    p = sub.add_parser(
+        "record", help="record live topics to a bag (rclpy)",
+        description="Subscribe to live ROS 2 topics with rclpy and write every message to "
+        "a new bag (mcap or sqlite3), e.g. the nodes' outputs during `bag play`, to score "
+        "them afterwards with `bag eval --predictions`.  Stops after --duration, "
+        "--idle-timeout or --max-messages, or on Ctrl-C.")
     p.add_argument("topics", nargs="+", help="topics, e.g. /segmentation/labels /detections")
     p.add_argument("--out", required=True, help="bag to create")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
@@ -111,7 +128,8 @@ def eval_main(args: argparse.Namespace) -> int:
     tasks = _tasks(args.tasks)
     for path in (args.bag, args.predictions):  # fail on a bad bag before loading models
         if path:
-            Bag(path).close()
+            with Bag(path) as bag:
+                bag.verify()  # chunk CRCs: corrupted bytes are not scored silently
     weights = {"segmentation": args.seg_weights, "detection": args.det_weights}
     kwargs = {}
     if args.predictions:
@@ -174,6 +192,9 @@ def play_main(args: argparse.Namespace) -> int:
                      wait_timeout=args.wait_timeout, delay=args.delay)
     sent = ", ".join(f"{t} {n}" for t, n in stats.published.items())
     print(f"bag play: published {sent} in {stats.seconds:.1f} s ({stats.loops} pass(es))")
+    if stats.skipped_messages:
+        bad = ", ".join(f"{t} {n}" for t, n in stats.skipped_messages.items())
+        print(f"bag play: skipped undeserialisable messages: {bad}")
     return 0
 
 
