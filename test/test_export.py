@@ -3,8 +3,9 @@ embedded card, checker, cache), fp16 and int8 (Q/DQ), and their agreement with f
 ONNX Runtime on real CamVid val frames at 360x480:
 
 * segmentation labels >= 99% identical for fp16, >= 95% for int8;
-* detection: >= 95% of fp32's boxes (score >= 0.5; at least 10 of them) reproduced by a
-  same-class box at IoU >= 0.9 (score >= 0.4), for fp16; int8 detection is refused (it
+* detection: >= 95% of fp32's boxes (score >= 0.3 on 24 frames; at least 10 of them)
+  reproduced by a same-class box at IoU >= 0.9 (score >= 0.2), for fp16; int8 detection
+  is refused (it
   does not reach that: scripts/precision_parity.py, docs/onnx_precision.json).
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ def _folder(split: str) -> Path:
 
 
 VAL_FRAMES = 8  # evenly spaced over val; each 360x480
+DET_FRAMES, DET_SCORE = 24, 0.3  # enough boxes for the 95% bar to mean something
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +47,7 @@ def onnx_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def val_frames():
-    frames = read_frames(_folder("val"), VAL_FRAMES)
+    frames = read_frames(_folder("val"), DET_FRAMES)
     assert all(f.shape == (360, 480, 3) for f in frames)
     return frames
 
@@ -211,7 +213,7 @@ def test_fp16_segmentation_agrees_with_fp32(seg_onnx, onnx_dir, val_frames):
 
     half = _ort("segmentation", fp16_onnx(seg_onnx, directory=onnx_dir))
     assert half.backend.precision == "fp16"
-    report = compare_frames(_ort("segmentation", seg_onnx), half, val_frames)
+    report = compare_frames(_ort("segmentation", seg_onnx), half, val_frames[::3])
     assert report["pixels"] == VAL_FRAMES * 360 * 480
     assert report["agreement"] >= 0.99, report
 
@@ -221,7 +223,7 @@ def test_fp16_detection_agrees_with_fp32(det_onnx, onnx_dir, val_frames):
 
     report = compare_frames(_ort("detection", det_onnx),
                             _ort("detection", fp16_onnx(det_onnx, directory=onnx_dir)),
-                            val_frames)
+                            val_frames, score_threshold=DET_SCORE)
     assert report["boxes"] >= 10, f"too few boxes for a meaningful comparison: {report}"
     assert report["agreement"] >= 0.95, report
 
@@ -239,14 +241,16 @@ def test_int8_segmentation_agrees_with_fp32_in_both_formats(seg_onnx, onnx_dir, 
         assert (problems == []) == (fmt == "tensorrt"), problems[:3]
         q = _ort("segmentation", path)
         assert q.backend.precision == "int8"
-        report = compare_frames(ref, q, val_frames[:4])
+        report = compare_frames(ref, q, val_frames[::6])
         assert report["agreement"] >= 0.95, (fmt, report)
 
 
-def test_int8_detection_is_refused_with_the_reason(det_onnx, capsys):
+def test_int8_detection_is_refused_with_the_reason(capsys):
+    from fcn_perception.inference.quantize import check_int8_task
+
     with pytest.raises(ValueError, match="int8 is for segmentation only.*use fp16"):
-        fcn_perception.load_predictor("detection", "onnxruntime-cpu", det_onnx,
-                                      precision="int8", calibration_images=_folder("train"))
+        check_int8_task("detection")
+    check_int8_task("segmentation")
     assert main(["export", "--task", "detection", "--precision", "int8",
                  "--calibration-images", str(_folder("train"))]) == 2
     assert "int8 is for segmentation only" in capsys.readouterr().err
