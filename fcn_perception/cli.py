@@ -3,14 +3,26 @@
 Each area registers its own sub-commands with a ``register(subparsers)`` function:
 ``train`` and ``evaluate`` (training), ``export``, ``build-engine``, ``bench``
 (inference) and ``bag`` (rosbag tools).  Imports are lazy so ``--help`` stays fast.
+
+Errors end in one line on stderr, never a traceback: ``error: ...`` with exit status 2
+for bad input (a :class:`CommandError`, any ``ValueError`` -- bad files, cards, bags,
+checkpoints -- and ``OSError``); anything unexpected prints its type and first line
+with exit status 1 (``FCN_PERCEPTION_TRACEBACK=1`` shows the traceback instead).
+
+``--allow-modified-weights`` (anywhere on the line) loads weights whose sha256 differs
+from their model card's, for weights edited on purpose.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from fcn_perception.errors import CommandError
+
+ALLOW_MODIFIED_FLAG = "--allow-modified-weights"
+TRACEBACK_ENV = "FCN_PERCEPTION_TRACEBACK"
 
 REGISTRARS = {
     "fcn_perception.training.cli": ("train", "evaluate"),
@@ -26,6 +38,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="FCN segmentation and R-FCN detection: train, evaluate, export, "
         "benchmark and replay rosbags.",
     )
+    parser.add_argument(ALLOW_MODIFIED_FLAG, action="store_true",
+                        help="load weights whose sha256 differs from their model card's "
+                        "(edited on purpose); may be given anywhere on the line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     owners = [m for m, cmds in REGISTRARS.items() if command in cmds] or list(REGISTRARS)
     for name in owners:
@@ -39,18 +54,36 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _first_line(exc: BaseException, limit: int = 400) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    allow_modified = ALLOW_MODIFIED_FLAG in argv
+    argv = [a for a in argv if a != ALLOW_MODIFIED_FLAG]
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
+        if allow_modified:
+            from fcn_perception.weights_io import allow_modified_weights
+
+            allow_modified_weights()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CommandError, ValueError, OSError) as exc:
+        print(f"error: {_first_line(exc, 2000)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"error: {type(exc).__name__}: {_first_line(exc).splitlines()[0]}\n"
+              f"(unexpected: set {TRACEBACK_ENV}=1 for the traceback and report it)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -212,13 +212,39 @@ class Checkpointer:
             raise FileNotFoundError(
                 f"cannot resume: no checkpoint at {path} (a run writes last.pt after each epoch)"
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        return int(state["epoch"]) + 1, float(state["best"])
+        from fcn_perception.errors import CheckpointError
+
+        def reason(exc: Exception) -> str:
+            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return text if len(text) <= 120 else text[:117] + "..."
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated zip, not a torch file, unsafe pickle
+            raise CheckpointError(
+                f"cannot resume: {path} is not a readable checkpoint ({reason(exc)}); it is "
+                "truncated or corrupt: delete it and copy best.pt over it, or start again "
+                "without --resume"
+            ) from None
+        needed = ("epoch", "model", "optimizer", "scheduler", "best")
+        missing = [k for k in needed if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise CheckpointError(
+                f"cannot resume: {path} lacks {missing} (not a checkpoint this trainer wrote); "
+                "start again without --resume or with another --out"
+            )
+        try:
+            unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            return int(state["epoch"]) + 1, float(state["best"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"cannot resume: {path} does not fit this run ({reason(exc)}); resume with "
+                "the run's own --arch/--backbone/--optimizer, or use a new --out"
+            ) from None
 
 
 def training_time(run_dir: str | Path) -> dict:

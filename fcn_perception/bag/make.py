@@ -79,6 +79,11 @@ def make_bag(data_dir, split, out, rate: float = 10.0, compressed: bool = False,
                     msg, typename = msgs[topic]
                     writer.write(conn, stamp, store.serialize_cdr(msg, typename))
                     counts[topic] = counts.get(topic, 0) + 1
+        if storage == "mcap":
+            from fcn_perception.bag.mcap_crc import add_chunk_crcs
+
+            for path in sorted(out.glob("*.mcap")):
+                add_chunk_crcs(path)  # the rosbags writer leaves the chunk CRCs at 0
     except BaseException:
         _remove_tree(out)
         raise

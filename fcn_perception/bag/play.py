@@ -22,6 +22,8 @@ from fcn_perception.ros.layout import ros_message_class
 class PlayStats:
     published: dict[str, int] = field(default_factory=dict)
     skipped_topics: dict[str, str] = field(default_factory=dict)
+    #: per topic, messages not published because they do not deserialize as their type
+    skipped_messages: dict[str, int] = field(default_factory=dict)
     loops: int = 0
     seconds: float = 0.0
 
@@ -49,6 +51,7 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False,
     remap = dict(remap or {})
     stats = PlayStats()
     with Bag(path) as bag:
+        bag.verify()  # chunk CRCs, before anything is published
         wanted = list(topics) if topics else sorted(bag.topics)
         for t in wanted:
             bag.require(t)
@@ -82,7 +85,7 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False,
                 time.sleep(delay)
             t_start = time.monotonic()
             while True:
-                _play_once(bag, list(pubs), pubs, rate, stats)
+                _play_once(bag, list(pubs), pubs, rate, stats, log)
                 stats.loops += 1
                 if not loop or (max_loops is not None and stats.loops >= max_loops):
                     break
@@ -108,11 +111,23 @@ def _wait_for_subscribers(node, pub, count: int, timeout: float, topic: str, log
     log(f"bag play: {topic} has {pub.get_subscription_count()} subscriber(s)")
 
 
-def _play_once(bag: Bag, topics, pubs, rate: float, stats: PlayStats) -> None:
-    """One pass over the bag, sleeping to keep the recorded spacing / rate."""
+def _play_once(bag: Bag, topics, pubs, rate: float, stats: PlayStats, log=print) -> None:
+    """One pass over the bag, sleeping to keep the recorded spacing / rate.
+
+    Each payload is deserialized first: one that does not deserialize as its type is
+    skipped and counted in ``stats.skipped_messages`` (logged once per topic), instead
+    of reaching subscribers whose middleware would drop it without a trace."""
     t0_log = None
     t0_wall = time.monotonic()
-    for topic, _, _, log_ns, raw in bag.raw_messages(topics):
+    for topic, msgtype, index, log_ns, raw in bag.raw_messages(topics):
+        try:
+            bag.store.deserialize_cdr(raw, msgtype)
+        except Exception as exc:  # any rosbags/numpy error on a malformed payload
+            if topic not in stats.skipped_messages:
+                log(f"bag play: skipping message {index} on {topic}: it does not deserialize "
+                    f"as {msgtype} ({type(exc).__name__}); further ones are counted")
+            stats.skipped_messages[topic] = stats.skipped_messages.get(topic, 0) + 1
+            continue
         if t0_log is None:
             t0_log = log_ns
         due = t0_wall + (log_ns - t0_log) / 1e9 / rate

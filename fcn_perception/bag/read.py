@@ -62,7 +62,7 @@ class Bag:
             listed = _topics_in_metadata(self.path)
             raise BagError(
                 f"{self.path} could not be read as a rosbag2 (mcap or sqlite3): "
-                f"{type(exc).__name__}: {exc}. A recording that was killed leaves a "
+                f"{type(exc).__name__}: {str(exc).rstrip('.')}. A recording that was killed leaves a "
                 "truncated file (`mcap recover` repairs mcap files)."
                 + (f"\nTopics its metadata.yaml lists:\n{listed}" if listed else "")
             ) from exc
@@ -85,6 +85,29 @@ class Bag:
     @property
     def custom_data(self) -> dict:
         return dict(getattr(self._reader.storage.metadata, "custom", None) or {})
+
+    def storage_files(self) -> list[Path]:
+        """The bag's storage files (``.mcap`` or ``.db3``)."""
+        if self.path.is_file():
+            return [self.path]
+        return sorted(p for p in self.path.iterdir() if p.suffix in (".mcap", ".db3"))
+
+    def verify(self):
+        """Check the CRC of every chunk of its mcap files (sqlite3 has none), reading each
+        file once; :class:`BagError` names the file and the chunk.  Returns the counts
+        (:class:`~fcn_perception.bag.mcap_crc.CrcCheck`)."""
+        from fcn_perception.bag.mcap_crc import CrcCheck, verify_chunk_crcs
+
+        total = CrcCheck()
+        for path in self.storage_files():
+            if path.suffix == ".mcap":
+                try:
+                    check = verify_chunk_crcs(path)
+                except OSError as exc:
+                    raise BagError(f"{path} cannot be read ({exc.strerror or exc})") from None
+                total.checked += check.checked
+                total.unchecked += check.unchecked
+        return total
 
     def describe(self) -> str:
         """The topics as ``name (type, N messages)``, one per line."""

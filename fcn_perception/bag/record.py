@@ -166,4 +166,9 @@ def record(out: str | Path, topics: list[str], storage: str = "mcap",
             signal.signal(sig, h)
         if failed:  # nothing worth keeping: let the same command run again
             shutil.rmtree(out, ignore_errors=True)
+    if storage == "mcap":
+        from fcn_perception.bag.mcap_crc import add_chunk_crcs
+
+        for path in sorted(out.glob("*.mcap")):
+            add_chunk_crcs(path)  # the rosbags writer leaves the chunk CRCs at 0
     return stats
