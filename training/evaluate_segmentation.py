@@ -56,11 +56,11 @@ def eval_main(args: argparse.Namespace) -> int:
     predictor = load_predictor("segmentation", backend=args.backend, weights=args.weights)
     dataset = CamVid(args.data, args.split, num_classes=len(predictor.classes))
     scores, conf = evaluate_segmentation(predictor, dataset)
-    pictures = write_outputs(scores, conf, predictor.classes, predictor.palette, args.json)
+    written = write_outputs(scores, conf, predictor.classes, predictor.palette, args.json)
     print(f"{len(dataset)} frames, backend {predictor.backend_name}")
     for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"):
         print(f"  {key:15s} {scores[key]:.4f}")
     for name, iou in scores["per_class_iou"].items():
         print(f"  IoU {name:12s} {'n/a' if iou is None else f'{iou:.4f}'}")
-    print(f"wrote {args.json}, {pictures['confusion_png']}, {pictures['iou_png']}")
+    print(f"wrote {args.json}, {written['confusion_png']}, {written['iou_png']}")
     return 0

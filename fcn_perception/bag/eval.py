@@ -1,12 +1,13 @@
 """``bag eval``: score segmentation and detection on a bag with ground-truth labels.
 
-Offline (default): every image of the bag goes through the predictors (no drops); the
-predictions are written to an output bag (``/segmentation/labels`` mono8 and
-``/detections`` Detection2DArray, with the input headers, as the nodes publish them).
+Offline (:func:`evaluate_offline`): every image of the bag goes through the predictors
+(no drops); the predictions are written to an output bag (``/segmentation/labels``
+mono8 and ``/detections`` Detection2DArray, with the input headers, as the nodes
+publish them).
 
-Live (``predictions=RECORDED_BAG``): the predictions are those the nodes published
-during ``bag play``, recorded with ``bag record``; each is matched to its input frame
-by header stamp.  Frames without an answer are *dropped*: in ``segmentation`` their
+Live (:func:`evaluate_live`): the predictions are those the nodes published during
+``bag play``, recorded with ``bag record``; each is matched to its input frame by
+header stamp.  Frames without an answer are *dropped*: in ``segmentation`` their
 labelled pixels count as misses (false negatives of their class), in ``detection``
 their boxes count as missed; ``segmentation_answered`` scores the answered frames only.
 
@@ -25,9 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rosbags.rosbag2 import StoragePlugin, Writer
+from tqdm import tqdm
 
 from fcn_perception.bag import typestore as T
 from fcn_perception.bag.read import Bag
+from fcn_perception.bag.report import write_report
 from fcn_perception.errors import BagError
 from fcn_perception.evaluation import boxes as B
 from fcn_perception.evaluation.camvid import CLASSES, PALETTE
@@ -38,6 +42,7 @@ from fcn_perception.evaluation.segmentation import (
     segmentation_scores,
     write_outputs,
 )
+from fcn_perception.inference.results import DetectionResult
 
 SEG_TOPIC = "/segmentation/labels"
 DET_TOPIC = "/detections"
@@ -55,7 +60,7 @@ class Frame:
 @dataclass
 class Prediction:
     labels: np.ndarray | None = None  # None: no segmentation for this frame (dropped)
-    detections: tuple | None = None  # (boxes, scores, class_ids) or None (dropped)
+    detections: DetectionResult | None = None  # None: no detections (dropped)
     seg_ms: float | None = None
     det_ms: float | None = None
 
@@ -177,11 +182,9 @@ class Scorer:
         gt_boxes = None
         if self.det_eval is not None:
             gt_boxes = self.box_rule.derive(gt)
-            if pred.detections is None:
-                self.det_dropped += 1
-                self.det_eval.add(np.zeros((0, 4)), np.zeros(0), np.zeros(0), *gt_boxes)
-            else:
-                self.det_eval.add(*pred.detections, *gt_boxes)
+            det = DetectionResult() if pred.detections is None else pred.detections
+            self.det_dropped += pred.detections is None
+            self.det_eval.add(det.boxes, det.scores, det.class_ids, *gt_boxes)
             if pred.det_ms is not None:
                 self.latency["detection"].append(pred.det_ms)
         if frame.index in self.sample_at:
@@ -210,6 +213,198 @@ class Scorer:
         return self.det_eval.summary()
 
 
+@dataclass
+class Tasks:
+    """What is scored, from the models' cards: classes (None: the task is not scored),
+    the palette, the label map's ignore index and the box rule of the detector."""
+
+    seg_classes: list[str] | None
+    det_classes: list[str] | None
+    palette: list
+    ignore_index: int
+    box_rule: BoxRule | None
+
+    @classmethod
+    def from_cards(cls, seg_card: dict | None, det_card: dict | None) -> Tasks:
+        seg_card, det_card = seg_card or {}, det_card or {}
+        det_classes = det_card.get("classes") or None
+        return cls(seg_card.get("classes") or None, det_classes,
+                   seg_card.get("palette") or [list(c) for c in PALETTE],
+                   seg_card.get("ignore_index", 11),
+                   BoxRule.from_card(det_card) if det_classes else None)
+
+
+def evaluate_bag(bag_path: str | Path, json_path: str | Path, report_dir: str | Path, *,
+                 segmenter=None, detector=None, seg_card: dict | None = None,
+                 det_card: dict | None = None, predictions: str | Path | None = None,
+                 image_topic: str | None = None, label_topic: str | None = None,
+                 output_bag: str | Path | None = None, samples: int = 4,
+                 progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Score a bag: :func:`evaluate_live` with ``predictions`` (a recorded bag and the
+    cards of the models the nodes ran), else :func:`evaluate_offline` with
+    ``segmenter``/``detector``.  Returns the metrics dict written to ``json_path``."""
+    common = dict(image_topic=image_topic, label_topic=label_topic, samples=samples,
+                  progress=progress)
+    if predictions is None:
+        return evaluate_offline(bag_path, json_path, report_dir, segmenter, detector,
+                                output_bag=output_bag, **common)
+    return evaluate_live(bag_path, predictions, json_path, report_dir, seg_card, det_card,
+                         log=log, **common)
+
+
+def evaluate_offline(bag_path: str | Path, json_path: str | Path, report_dir: str | Path,
+                     segmenter=None, detector=None, *, image_topic: str | None = None,
+                     label_topic: str | None = None, output_bag: str | Path | None = None,
+                     samples: int = 4, progress: bool = True) -> dict:
+    """Run ``segmenter``/``detector`` (Predictors; either may be None) on every image of
+    the bag, write their outputs to ``output_bag`` (default ``report_dir/predictions_bag``)
+    and score them; write ``json_path`` and the report in ``report_dir``."""
+    if segmenter is None and detector is None:
+        raise BagError("bag eval: nothing to evaluate (no segmentation or detection model)")
+    report_dir = Path(report_dir)
+    tasks = Tasks.from_cards(segmenter and segmenter.card, detector and detector.card)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if output_bag is None:
+        output_bag = report_dir / "predictions_bag"
+        shutil.rmtree(output_bag, ignore_errors=True)
+    with Bag(bag_path) as bag:
+        image_topic, label_topic = bag.image_topic(image_topic), bag.label_topic(label_topic)
+        with PredictionWriter(output_bag, segmenter is not None, detector is not None) as out:
+            def predict(frame: Frame) -> Prediction:
+                pred = _predict(segmenter, detector, frame, bag, image_topic)
+                out.write(frame.stamp, pred, frame.frame_id)
+                return pred
+
+            scored = score_frames(bag, image_topic, label_topic, tasks, predict, samples,
+                                  progress)
+    result = _result(bag_path, "offline", image_topic, label_topic, scored, tasks, report_dir)
+    result["latency_kind"] = "predictor call (preprocess + model + postprocess)"
+    result["models"] = _models(tasks, segmenter and segmenter.card, detector and detector.card,
+                               {"segmentation": segmenter, "detection": detector})
+    result["predictions_bag"] = str(output_bag)
+    return _write(result, json_path, report_dir, scored.scorer, tasks.palette)
+
+
+def evaluate_live(bag_path: str | Path, predictions: str | Path, json_path: str | Path,
+                  report_dir: str | Path, seg_card: dict | None = None,
+                  det_card: dict | None = None, *, image_topic: str | None = None,
+                  label_topic: str | None = None, samples: int = 4, progress: bool = True,
+                  log: Callable[[str], None] = print) -> dict:
+    """Score the outputs the nodes published during ``bag play``, recorded in
+    ``predictions`` (``seg_card``: classes, palette, ignore_index; ``det_card``: classes
+    and the box rule); write ``json_path`` and the report in ``report_dir``."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with Bag(bag_path) as bag:
+        image_topic, label_topic = bag.image_topic(image_topic), bag.label_topic(label_topic)
+        recorded = RecordedPredictions(predictions, bag, image_topic,
+                                       want_seg=bool((seg_card or {}).get("classes")),
+                                       want_det=bool((det_card or {}).get("classes")), log=log)
+        tasks = Tasks.from_cards(seg_card if recorded.seg_topic else None,
+                                 det_card if recorded.det_topic else None)
+        scored = score_frames(bag, image_topic, label_topic, tasks, recorded.lookup, samples,
+                              progress)
+    result = _result(bag_path, "live", image_topic, label_topic, scored, tasks, report_dir)
+    if tasks.seg_classes:
+        answered = scored.scorer.conf.scores(tasks.seg_classes)
+        answered["frames"] = scored.scorer.frames - scored.scorer.seg_dropped
+        result["segmentation_answered"] = answered
+    result["latency_kind"] = "end to end: output received - input received by the recorder"
+    result["models"] = _models(tasks, seg_card, det_card, {})
+    result["predictions_bag"] = str(predictions)
+    result["prediction_topics"] = {"segmentation": recorded.seg_topic,
+                                   "detection": recorded.det_topic}
+    result["unmatched_predictions"] = recorded.unmatched()
+    return _write(result, json_path, report_dir, scored.scorer, tasks.palette)
+
+
+@dataclass
+class Scored:
+    scorer: Scorer
+    pairer: FramePairer
+    seconds: float
+
+
+def score_frames(bag: Bag, image_topic: str, label_topic: str, tasks: Tasks,
+                 predict: Callable[[Frame], Prediction], samples: int = 4,
+                 progress: bool = True) -> Scored:
+    """Pair the bag's images with their labels and score ``predict(frame)`` on each."""
+    count = bag.topics[image_topic][1]
+    scorer = Scorer(tasks.seg_classes, tasks.ignore_index, tasks.det_classes, tasks.box_rule,
+                    _sample_indices(count, samples))
+    pairer = FramePairer(bag, image_topic, label_topic)
+    t0 = time.perf_counter()
+    with tqdm(total=count, desc="bag eval", unit="frame", disable=not progress) as bar:
+        for frame in pairer:
+            scorer.add(frame, predict(frame))
+            bar.update(1)
+    if scorer.frames == 0:
+        raise bag.error(f"no image on {image_topic} has a label on {label_topic} with the "
+                        "same header stamp; nothing to score")
+    return Scored(scorer, pairer, time.perf_counter() - t0)
+
+
+def _result(bag_path, mode: str, image_topic: str, label_topic: str, scored: Scored,
+            tasks: Tasks, report_dir: Path) -> dict:
+    """The metrics both modes report; writes the segmentation JSON and the pictures."""
+    scorer, pairer = scored.scorer, scored.pairer
+    frames = {"images": scorer.frames + scorer.without_gt, "scored": scorer.frames,
+              "without_ground_truth": scorer.without_gt,
+              "labels_without_image": pairer.labels_without_image,
+              "duplicate_stamps": pairer.duplicate_stamps}
+    result: dict = {"bag": str(bag_path), "mode": mode, "image_topic": image_topic,
+                    "label_topic": label_topic}
+    if tasks.seg_classes:
+        seg_scores = scorer.segmentation()
+        seg_scores["frames"] = scorer.frames
+        lat = scorer.latency["segmentation"]
+        seg_scores["latency_ms_p50"] = float(np.percentile(lat, 50)) if lat else 0.0
+        # evaluate segmentation's own writer, so the keys are the same; the confusion
+        # matrix (and its picture) covers the answered frames
+        result["segmentation"] = write_outputs(seg_scores, scorer.conf, tasks.seg_classes,
+                                               tasks.palette, report_dir / "segmentation.json")
+        frames["segmentation_answered"] = scorer.frames - scorer.seg_dropped
+        frames["segmentation_dropped"] = scorer.seg_dropped
+        frames["segmentation_missed_pixels"] = int(scorer.missed.sum())
+    if tasks.det_classes:
+        result["detection"] = scorer.detection()
+        plot_pr_curves(scorer.det_eval, report_dir / "detection_pr.png",
+                       palette=[tasks.palette[i] for i in tasks.box_rule.label_ids])
+        rule = tasks.box_rule
+        result["detection"]["box_rule"] = B.derivation_rule(
+            tasks.det_classes, rule.label_ids, rule.min_area, rule.connectivity)
+        frames["detection_answered"] = scorer.frames - scorer.det_dropped
+        frames["detection_dropped"] = scorer.det_dropped
+    result["frames"] = frames
+    result["latency_ms"] = {task: _latency_summary(v) for task, v in scorer.latency.items()
+                            if v}
+    result["seconds"] = scored.seconds
+    return result
+
+
+def _models(tasks: Tasks, seg_card: dict | None, det_card: dict | None,
+            predictors: dict) -> dict:
+    cards = {"segmentation": (seg_card or {}, tasks.seg_classes),
+             "detection": (det_card or {}, tasks.det_classes)}
+    return {task: {"weights": card.get("weights"), "architecture": card.get("architecture"),
+                   "backend": predictors[task].backend_name if predictors.get(task) else None}
+            for task, (card, on) in cards.items() if on}
+
+
+def _write(result: dict, json_path, report_dir: Path, scorer: Scorer, palette) -> dict:
+    pictures = {}
+    if "segmentation" in result:
+        pictures["iou"] = result["segmentation"]["iou_png"]
+        pictures["confusion"] = result["segmentation"]["confusion_png"]
+    if "detection" in result:
+        pictures["pr"] = report_dir / "detection_pr.png"
+    result["report"] = str(write_report(report_dir, result, scorer, palette, pictures))
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def _latency_summary(values: list[float]) -> dict:
     if not values:
         return {"frames": 0}
@@ -225,156 +420,6 @@ def _sample_indices(count: int, n: int) -> set[int]:
     return {int(round(i)) for i in np.linspace(0, count - 1, min(n, count))}
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="bag eval", unit="frame", disable=not enabled)
-
-
-def evaluate_bag(bag_path: str | Path, json_path: str | Path, report_dir: str | Path, *,
-                 segmenter=None, detector=None, seg_card: dict | None = None,
-                 det_card: dict | None = None, predictions: str | Path | None = None,
-                 image_topic: str | None = None, label_topic: str | None = None,
-                 output_bag: str | Path | None = None, samples: int = 4,
-                 progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Score a bag; write ``json_path``, the report in ``report_dir`` and (offline) the
-    predictions bag.  Returns the metrics dict written to ``json_path``.
-
-    Offline, ``segmenter``/``detector`` are Predictors (either may be None to skip that
-    task).  Live, pass ``predictions`` (a recorded bag) and the cards of the models the
-    nodes ran (``seg_card``: classes, palette, ignore_index; ``det_card``: classes and
-    the box rule).
-    """
-    report_dir = Path(report_dir)
-    live = predictions is not None
-    if not live and segmenter is None and detector is None:
-        raise BagError("bag eval: nothing to evaluate (no segmentation or detection model)")
-    if live:
-        seg_card = seg_card or {}
-        det_card = det_card or {}
-    else:
-        seg_card = getattr(segmenter, "card", None) or seg_card or {}
-        det_card = getattr(detector, "card", None) or det_card or {}
-    seg_classes = (list(segmenter.classes) if segmenter is not None
-                   else seg_card.get("classes"))
-    det_classes = (list(detector.classes) if detector is not None
-                   else det_card.get("classes"))
-    palette = (getattr(segmenter, "palette", None) or seg_card.get("palette")
-               or _default_palette())
-    ignore_index = seg_card.get("ignore_index", 11)
-
-    with Bag(bag_path) as bag:
-        image_topic = bag.image_topic(image_topic)
-        label_topic = bag.label_topic(label_topic)
-        count = bag.topics[image_topic][1]
-        pred_source = (_RecordedPredictions(predictions, bag, image_topic,
-                                            want_seg=bool(seg_classes),
-                                            want_det=bool(det_classes), log=log)
-                       if live else None)
-        if live:
-            seg_classes = seg_classes if pred_source.seg_topic else None
-            det_classes = det_classes if pred_source.det_topic else None
-        scorer = Scorer(seg_classes, ignore_index, det_classes,
-                        BoxRule.from_card(det_card) if det_classes else None,
-                        _sample_indices(count, samples))
-        report_dir.mkdir(parents=True, exist_ok=True)
-        writer = None
-        if not live:
-            if output_bag is None:
-                output_bag = report_dir / "predictions_bag"
-                if output_bag.exists():
-                    shutil.rmtree(output_bag)
-            writer = _PredictionWriter(output_bag, segmenter is not None, detector is not None)
-        pairer = FramePairer(bag, image_topic, label_topic)
-        t0 = time.perf_counter()
-        try:
-            with _progress(count, progress) as bar:
-                for frame in pairer:
-                    if live:
-                        pred = pred_source.lookup(frame.stamp)
-                    else:
-                        pred = _predict(segmenter, detector, frame, bag, image_topic)
-                        writer.write(frame.stamp, pred, frame.frame_id)
-                    scorer.add(frame, pred)
-                    bar.update(1)
-        finally:
-            if writer is not None:
-                writer.close()
-        seconds = time.perf_counter() - t0
-        if scorer.frames == 0:
-            raise bag.error(f"no image on {image_topic} has a label on {label_topic} with the "
-                            "same header stamp; nothing to score")
-        frames = {"images": scorer.frames + scorer.without_gt, "scored": scorer.frames,
-                  "without_ground_truth": scorer.without_gt,
-                  "labels_without_image": pairer.labels_without_image,
-                  "duplicate_stamps": pairer.duplicate_stamps}
-        result: dict = {"bag": str(bag_path), "mode": "live" if live else "offline",
-                        "image_topic": image_topic, "label_topic": label_topic}
-
-    pictures = {}
-    if seg_classes:
-        seg_scores = scorer.segmentation()
-        seg_scores["frames"] = scorer.frames
-        lat = scorer.latency["segmentation"]
-        seg_scores["latency_ms_p50"] = float(np.percentile(lat, 50)) if lat else 0.0
-        # evaluate segmentation's own writer, so the keys are the same; the confusion
-        # matrix (and its picture) covers the answered frames
-        write_outputs(seg_scores, scorer.conf, seg_classes, palette,
-                      report_dir / "segmentation.json")
-        result["segmentation"] = json.loads((report_dir / "segmentation.json").read_text())
-        pictures["iou"] = result["segmentation"]["iou_png"]
-        pictures["confusion"] = result["segmentation"]["confusion_png"]
-        frames["segmentation_answered"] = scorer.frames - scorer.seg_dropped
-        frames["segmentation_dropped"] = scorer.seg_dropped
-        frames["segmentation_missed_pixels"] = int(scorer.missed.sum())
-        if live:
-            answered = scorer.conf.scores(seg_classes)
-            answered["frames"] = scorer.frames - scorer.seg_dropped
-            result["segmentation_answered"] = answered
-    if det_classes:
-        result["detection"] = scorer.detection()
-        pictures["pr"] = report_dir / "detection_pr.png"
-        plot_pr_curves(scorer.det_eval, pictures["pr"],
-                       palette=[palette[i] for i in scorer.box_rule.label_ids])
-        result["detection"]["box_rule"] = _box_rule_json(scorer.box_rule, det_classes)
-        frames["detection_answered"] = scorer.frames - scorer.det_dropped
-        frames["detection_dropped"] = scorer.det_dropped
-    result["frames"] = frames
-    result["latency_ms"] = {task: _latency_summary(v) for task, v in scorer.latency.items()
-                            if v}
-    result["latency_kind"] = ("end to end: output received - input received by the recorder"
-                              if live else "predictor call (preprocess + model + postprocess)")
-    result["seconds"] = seconds
-    result["models"] = {
-        task: {"weights": card.get("weights"), "architecture": card.get("architecture"),
-               "backend": getattr(p, "backend_name", None)}
-        for task, card, p, on in (("segmentation", seg_card, segmenter, seg_classes),
-                                  ("detection", det_card, detector, det_classes)) if on
-    }
-    if live:
-        result["predictions_bag"] = str(predictions)
-        result["prediction_topics"] = {"segmentation": pred_source.seg_topic,
-                                       "detection": pred_source.det_topic}
-        result["unmatched_predictions"] = pred_source.unmatched()
-    else:
-        result["predictions_bag"] = str(output_bag)
-    from fcn_perception.bag.report import write_report
-
-    result["report"] = str(write_report(report_dir, result, scorer, palette, pictures))
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    return result
-
-
-def _default_palette():
-    return [list(c) for c in PALETTE]
-
-
-def _box_rule_json(rule: BoxRule, classes) -> dict:
-    return B.derivation_rule(classes, rule.label_ids, rule.min_area, rule.connectivity)
-
-
 def _predict(segmenter, detector, frame: Frame, bag: Bag, topic: str) -> Prediction:
     pred = Prediction()
     try:
@@ -382,21 +427,18 @@ def _predict(segmenter, detector, frame: Frame, bag: Bag, topic: str) -> Predict
             r = segmenter(frame.image)
             pred.labels, pred.seg_ms = r.labels, float(r.latency_ms)
         if detector is not None:
-            r = detector(frame.image)
-            pred.detections = (r.boxes, r.scores, r.class_ids)
-            pred.det_ms = float(r.latency_ms)
+            pred.detections = detector(frame.image)
+            pred.det_ms = float(pred.detections.latency_ms)
     except Exception as exc:
         raise bag.error(f"the predictor failed on message {frame.index} of {topic} "
                         f"(stamp {frame.stamp} ns): {type(exc).__name__}: {exc}") from exc
     return pred
 
 
-class _PredictionWriter:
+class PredictionWriter:
     """The output bag: predictions with the input headers, on the nodes' topics."""
 
     def __init__(self, path, seg: bool, det: bool) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
         self.store = T.get_typestore()
         self.writer = Writer(path, version=Writer.VERSION_LATEST,
                              storage_plugin=StoragePlugin.MCAP)
@@ -406,23 +448,23 @@ class _PredictionWriter:
         self.det = self.writer.add_connection(DET_TOPIC, T.DETECTION_2D_ARRAY,
                                               typestore=self.store) if det else None
 
-    def write(self, stamp: int, pred: Prediction, frame_id: str) -> None:
-        from fcn_perception.inference.results import DetectionResult
+    def __enter__(self) -> PredictionWriter:
+        return self
 
+    def __exit__(self, *exc) -> None:
+        self.writer.close()
+
+    def write(self, stamp: int, pred: Prediction, frame_id: str) -> None:
         if self.seg is not None:
             msg = T.image_msg(pred.labels, stamp, frame_id)
             self.writer.write(self.seg, stamp, self.store.serialize_cdr(msg, T.IMAGE))
         if self.det is not None:
-            boxes, scores, ids = pred.detections
-            msg = T.detections_msg(DetectionResult(boxes, scores, ids), stamp, frame_id)
+            msg = T.detections_msg(pred.detections, stamp, frame_id)
             self.writer.write(self.det, stamp,
                               self.store.serialize_cdr(msg, T.DETECTION_2D_ARRAY))
 
-    def close(self) -> None:
-        self.writer.close()
 
-
-class _RecordedPredictions:
+class RecordedPredictions:
     """Predictions of a live run, read from a recorded bag and indexed by stamp.
 
     Label maps are held zlib-compressed (about 1/30 of their size on CamVid), so long
@@ -455,7 +497,8 @@ class _RecordedPredictions:
                 elif m.topic == self.det_topic:
                     if s not in self.det:
                         try:
-                            self.det[s] = (T.detections_from_msg(m.msg), m.log_ns)
+                            self.det[s] = (DetectionResult(*T.detections_from_msg(m.msg)),
+                                           m.log_ns)
                         except ValueError as exc:
                             raise rec.error(f"{m.where()}: {exc}") from exc
                 elif s not in self.inputs:
@@ -468,7 +511,9 @@ class _RecordedPredictions:
             f"in {path}" + (f", {len(self.inputs)} inputs" if self.inputs else ""))
         self._seen: set[int] = set()
 
-    def lookup(self, stamp: int) -> Prediction:
+    def lookup(self, frame: Frame) -> Prediction:
+        """The recorded outputs of ``frame`` (by its stamp; None where there is none)."""
+        stamp = frame.stamp
         self._seen.add(stamp)
         pred = Prediction()
         t_in = self.inputs.get(stamp)

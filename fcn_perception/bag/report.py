@@ -88,7 +88,8 @@ def _sample_pictures(report_dir: Path, scorer, palette) -> tuple[list, list]:
             left = draw_detections(image, gt_boxes, np.ones(len(gt_boxes), np.float32), gt_cls,
                                    classes, det_lut)
             if pred.detections is not None:
-                boxes, scores, cls = (np.asarray(a) for a in pred.detections)
+                d = pred.detections
+                boxes, scores, cls = d.boxes, d.scores, d.class_ids
                 keep = np.argsort(-scores, kind="stable")[:DRAW_TOP]
                 keep = keep[scores[keep] >= DRAW_MIN]
                 right = draw_detections(image, boxes[keep], scores[keep], cls[keep], classes,

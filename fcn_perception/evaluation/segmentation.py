@@ -82,15 +82,16 @@ def segmentation_scores(matrix: np.ndarray, class_names=None) -> dict:
 
 
 def write_outputs(scores: dict, conf: ConfusionMatrix, classes, palette, json_path) -> dict:
-    """Write the metrics JSON and the two pictures beside it; return their paths."""
+    """Write the metrics JSON and the two pictures beside it (``confusion_png``,
+    ``iou_png``); return what the JSON holds."""
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     stem = json_path.with_suffix("")
-    pictures = {
+    record = {
+        **scores, "confusion_matrix": conf.matrix.tolist(),
         "confusion_png": str(plot_confusion(conf.matrix, classes, f"{stem}_confusion.png")),
         "iou_png": str(plot_iou_bars(scores["per_class_iou"], f"{stem}_iou.png",
                                      palette=[tuple(c) for c in palette])),
     }
-    json_path.write_text(json.dumps({**scores, "confusion_matrix": conf.matrix.tolist(),
-                                     **pictures}, indent=2) + "\n")
-    return pictures
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
