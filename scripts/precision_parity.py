@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--segmentation-weights", type=Path, default=None,
                         help="default: the shipped weights (DEFAULT_WEIGHTS)")
     parser.add_argument("--detection-weights", type=Path, default=None)
+    parser.add_argument("--note", default=None, help="recorded in the file (e.g. where "
+                        "weights that are not the shipped ones came from)")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "onnx_precision.json")
     args = parser.parse_args()
     frames = read_frames(args.data / "val", args.frames)
@@ -71,6 +73,8 @@ def main() -> None:
                              f"{args.data / 'train'}",
               "box_rule": "same class, IoU >= 0.9, candidate score >= threshold - 0.1",
               "tasks": {}}
+    if args.note:
+        report["note"] = args.note
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
             weights = getattr(args, f"{task}_weights") or DEFAULT_WEIGHTS[task]

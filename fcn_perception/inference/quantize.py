@@ -14,8 +14,8 @@ Two formats of the same quantisation, because the two runtimes want different on
                  TensorRT (10 and 11) accepts only symmetric int8 Q/DQ on the GPU.  ONNX
                  Runtime runs it too (slower on the CPU: no u8s8 kernels).
 ``onnxruntime``  uint8 activations (asymmetric) and int32 biases: what ONNX Runtime's
-                 CPU kernels fuse into QLinearConv (about 3x faster than fp32 here);
-                 TensorRT rejects it (:func:`tensorrt_problems` says why).
+                 CPU kernels fuse into QLinearConv (its fast u8s8 path); TensorRT
+                 rejects it (:func:`tensorrt_problems` says why).
 
 Quantisation changes the numbers: compare with fp32 before use (``fcn-perception
 export --precision int8 --check-images DIR``, :mod:`fcn_perception.inference.agreement`).
