@@ -18,7 +18,12 @@ from fcn_perception.bag.eval import evaluate_bag  # noqa: E402
 from fcn_perception.bag.make import make_bag  # noqa: E402
 from fcn_perception.bag.play import play_bag  # noqa: E402
 from fcn_perception.bag.read import Bag  # noqa: E402
-from fcn_perception.bag.record import record  # noqa: E402
+from fcn_perception.bag.record import (  # noqa: E402
+    RecordStats,
+    StopRules,
+    record,
+    subscription_qos,
+)
 from fcn_perception.errors import BagError  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
@@ -88,6 +93,36 @@ def test_record_names_missing_publishers(ros_domain, tmp_path):
     with pytest.raises(BagError, match=r"no publisher on \['/nobody'\] after 1 s"):
         record(tmp_path / "rec", ["/nobody"], wait_timeout=1.0, log=lambda s: None)
     assert not (tmp_path / "rec").exists()
+
+
+def test_record_qos_matches_every_publisher():
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.topic_endpoint_info import TopicEndpointInfo
+
+    def pub(reliability, durability):
+        return TopicEndpointInfo(qos_profile=QoSProfile(depth=1, reliability=reliability,
+                                                        durability=durability))
+
+    reliable_latched = pub(ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL)
+    best_effort = pub(ReliabilityPolicy.BEST_EFFORT, DurabilityPolicy.VOLATILE)
+    assert subscription_qos([reliable_latched]) == ("reliable", True)
+    assert subscription_qos([reliable_latched, best_effort]) == ("best_effort", False)
+    assert subscription_qos([reliable_latched], "best_effort") == ("best_effort", False)
+    assert subscription_qos([best_effort], "reliable") == ("reliable", False)
+
+
+def test_record_stop_rules():
+    stats = RecordStats(Path("x"), counts={"/a": 2, "/b": 5})
+    assert StopRules().reason(stats, now=100.0, ready_at=1.0) == ""
+    assert StopRules(duration=10).reason(stats, now=100.0, ready_at=None) == ""  # not ready
+    assert StopRules(duration=10).reason(stats, now=100.0, ready_at=90.0) == "duration"
+    assert StopRules(idle_timeout=3).reason(stats, now=100.0, ready_at=1.0) == ""  # no message
+    stats.last_message_at = 98.0
+    assert StopRules(idle_timeout=3).reason(stats, now=100.0, ready_at=1.0) == ""
+    assert StopRules(idle_timeout=3).reason(stats, now=101.5, ready_at=1.0) == "idle"
+    assert StopRules(max_messages=3).reason(stats, now=100.0, ready_at=1.0) == ""
+    stats.counts["/a"] = 3
+    assert StopRules(max_messages=3).reason(stats, now=100.0, ready_at=1.0) == "count"
 
 
 def test_play_waits_for_subscribers_then_says_why(ros_domain, tmp_path):
