@@ -114,3 +114,31 @@ def test_from_module_reads_enum_members_and_attributes():
     read = TensorRTApi.from_module(module)
     assert read == TensorRTApi.from_names(TRT11, data)
     assert set(read.names) == set(CANDIDATES)
+
+
+# objects of tensorrt_backend.py -> the TensorRT class they are
+BACKEND_OBJECTS = {"trt": "module", "builder": "Builder", "network": "INetworkDefinition",
+                   "parser": "OnnxParser", "opt_profile": "IOptimizationProfile",
+                   "config": "IBuilderConfig", "self.runtime": "Runtime",
+                   "ctx": "IExecutionContext", "self.engine": "ICudaEngine",
+                   "trt.MemoryPoolType": "MemoryPoolType", "trt.TensorIOMode": "TensorIOMode"}
+
+
+def test_the_backend_uses_only_names_both_generations_have():
+    """Every ``trt.X``, ``config.X``, ``ctx.X``, ... in tensorrt_backend.py (its source,
+    read as text) is a name the real 10.3 and 11.4 bindings have; flags are named only
+    through the build plan (``getattr(trt.BuilderFlag, name)``)."""
+    import re
+
+    import fcn_perception.inference.backends.tensorrt_backend as backend
+
+    source = Path(backend.__file__).read_text()
+    objects = "|".join(re.escape(o) for o in sorted(BACKEND_OBJECTS, key=len, reverse=True))
+    used = set(re.findall(rf"(?<![\w.])({objects})\.([A-Za-z_][A-Za-z0-9_]*)", source))
+    used = {(o, n) for o, n in used if not n.startswith("__")}
+    assert ("trt", "OnnxParser") in used and ("ctx", "execute_async_v3") in used
+    for version in (TRT10, TRT11):
+        a = api(version)
+        missing = sorted(f"{o}.{n}" for o, n in used if not a.has(BACKEND_OBJECTS[o], n))
+        assert missing == [], f"TensorRT {version} lacks {missing}"
+    assert "BuilderFlag.FP16" not in source and "BuilderFlag.INT8" not in source

@@ -43,16 +43,26 @@ from fcn_perception.inference.engine_cache import Profile
 PRECISIONS = ("fp32", "fp16", "int8")
 VARIANTS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8-qdq"}
 
-#: the names this package may consult, per TensorRT class (``module``: top level)
+#: the names this package may consult, per TensorRT class (``module``: top level);
+#: test_tensorrt_plan.py checks that the backend uses no other
 CANDIDATES = {
     "module": ("Builder", "Runtime", "Logger", "OnnxParser", "IOutputAllocator",
-               "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator", "nptype"),
+               "BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType",
+               "TensorIOMode", "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator", "nptype"),
     "BuilderFlag": ("FP16", "INT8", "TF32", "OBEY_PRECISION_CONSTRAINTS",
                     "PREFER_PRECISION_CONSTRAINTS"),
     "NetworkDefinitionCreationFlag": ("EXPLICIT_BATCH", "STRONGLY_TYPED"),
+    "MemoryPoolType": ("WORKSPACE",),
+    "TensorIOMode": ("INPUT",),
+    "Builder": ("create_network", "create_builder_config", "create_optimization_profile",
+                "build_serialized_network"),
+    "INetworkDefinition": ("num_inputs", "num_outputs", "get_input", "get_output"),
+    "OnnxParser": ("parse", "num_errors", "get_error"),
+    "IOptimizationProfile": ("set_shape",),
     "IBuilderConfig": ("set_flag", "set_memory_pool_limit", "add_optimization_profile",
                        "create_timing_cache", "set_timing_cache", "get_timing_cache",
                        "int8_calibrator", "set_calibration_profile"),
+    "Runtime": ("deserialize_cuda_engine",),
     "IExecutionContext": ("execute_async_v3", "set_tensor_address", "set_input_shape",
                           "set_output_allocator", "get_tensor_shape"),
     "ICudaEngine": ("num_io_tensors", "get_tensor_name", "get_tensor_mode",
@@ -61,9 +71,14 @@ CANDIDATES = {
 }
 #: what the backend cannot work without (TensorRT >= 10's name-based I/O API)
 REQUIRED = {
-    "module": ("Builder", "Runtime", "Logger", "OnnxParser"),
+    "module": ("Builder", "Runtime", "Logger", "OnnxParser", "MemoryPoolType", "TensorIOMode",
+               "nptype"),
+    "Builder": CANDIDATES["Builder"],
+    "INetworkDefinition": CANDIDATES["INetworkDefinition"],
+    "OnnxParser": CANDIDATES["OnnxParser"],
     "IBuilderConfig": ("set_flag", "set_memory_pool_limit", "add_optimization_profile",
-                       "create_timing_cache", "set_timing_cache"),
+                       "create_timing_cache", "set_timing_cache", "get_timing_cache"),
+    "Runtime": CANDIDATES["Runtime"],
     "IExecutionContext": ("execute_async_v3", "set_tensor_address", "set_input_shape"),
     "ICudaEngine": ("num_io_tensors", "get_tensor_name", "get_tensor_mode",
                     "get_tensor_dtype", "get_tensor_profile_shape"),
