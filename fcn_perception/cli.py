@@ -2,7 +2,9 @@
 
 Each area registers its own sub-commands with a ``register(subparsers)`` function:
 ``train`` and ``evaluate`` (training), ``export``, ``build-engine``, ``bench``
-(inference) and ``bag`` (rosbag tools).  Imports are lazy so ``--help`` stays fast.
+(inference) and ``bag`` (rosbag tools).  Only the area that owns the command is
+imported, and the areas import torch (about 3 s) and rclpy inside the commands that need
+them, so ``--help`` and a bad argument answer at once.
 
 Errors end in one line on stderr, never a traceback: ``error: ...`` with exit status 2
 for bad input (a :class:`CommandError`, any ``ValueError`` -- bad files, cards, bags,
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if allow_modified:
-            from fcn_perception.weights_io import allow_modified_weights
+            from fcn_perception.weights_io import allow_modified_weights  # imports torch
 
             allow_modified_weights()
         return int(args.func(args) or 0)

@@ -267,9 +267,11 @@ def test_param_specs_validate():
     both = {s.name for s in params.node_specs(("segmentation", "detection"))}
     assert {"segmentation.weights", "detection.score_threshold", "qos_depth"} <= both
     assert "weights" not in both
-    assert {s.name for s in params.node_specs(params.NODES["segmentation_node"])} == {
-        "autostart", "input_transport", "qos_reliability", "qos_depth", "no_frame_warning_s",
-        "weights", "backend", "device", "precision", "force_engine_rebuild", "overlay_alpha"}
+    seg_node = [s.name for s in params.node_specs(params.NODES["segmentation_node"])]
+    assert seg_node == [s.name for s in (*params.NODE_PARAMS, *params.PREDICTOR_PARAMS,
+                                         *params.TASK_PARAMS["segmentation"])]
+    assert {"autostart", "weights", "overlay_alpha"} <= set(seg_node)
+    assert "score_threshold" not in seg_node
 
 
 def test_param_descriptors_carry_ranges():

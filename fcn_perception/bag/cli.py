@@ -1,12 +1,15 @@
-"""``fcn-perception bag make | eval | play | record``."""
+"""``fcn-perception bag make | eval | play | record``.
+
+The sub-commands import their modules when they run, not when the parser is built:
+``eval`` loads torch (seconds), ``play`` and ``record`` load rclpy, and ``--help``
+should answer at once.
+"""
 from __future__ import annotations
 
 import argparse
 
-#: the names fcn_perception.load_predictor accepts (inference.backends.NAMES, without
-#: importing the inference stack at parser build time)
-BACKEND_NAMES = ("auto", "onnxruntime", "torch", "tensorrt", "onnxruntime-cpu",
-                 "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cpu", "torch-cuda")
+from fcn_perception.inference.backends import NAMES as BACKEND_NAMES  # no torch import
+
 
 def register(subparsers) -> None:
     bag = subparsers.add_parser(

@@ -9,10 +9,14 @@ and a label matches its image by header stamp.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rosbags.rosbag2 import StoragePlugin, Writer
+
 from fcn_perception.bag import typestore as T
+from fcn_perception.bag.mcap_crc import add_chunk_crcs
 from fcn_perception.errors import BagError
 from fcn_perception.evaluation.camvid import CamVid
 
@@ -41,8 +45,6 @@ def make_bag(data_dir, split, out, rate: float = 10.0, compressed: bool = False,
     Raises ``ValueError`` (a :class:`DatasetError` or a ``BagError``) on bad input;
     nothing is left at ``out`` then.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     if rate <= 0:
         raise BagError(f"--rate must be positive, got {rate}")
     if storage not in STORAGES:
@@ -80,8 +82,6 @@ def make_bag(data_dir, split, out, rate: float = 10.0, compressed: bool = False,
                     writer.write(conn, stamp, store.serialize_cdr(msg, typename))
                     counts[topic] = counts.get(topic, 0) + 1
         if storage == "mcap":
-            from fcn_perception.bag.mcap_crc import add_chunk_crcs
-
             for path in sorted(out.glob("*.mcap")):
                 add_chunk_crcs(path)  # the rosbags writer leaves the chunk CRCs at 0
     except BaseException:
@@ -91,8 +91,6 @@ def make_bag(data_dir, split, out, rate: float = 10.0, compressed: bool = False,
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists():

@@ -13,9 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import rclpy
+from rclpy.signals import SignalHandlerOptions
+
 from fcn_perception.bag.read import Bag
 from fcn_perception.errors import BagError
 from fcn_perception.ros.layout import ros_message_class
+from fcn_perception.ros.qos import input_qos
 
 
 @dataclass
@@ -41,11 +45,6 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False,
     that many subscribers; ``delay`` then waits a little longer for discovery to settle
     on the subscribers' side.  Stops cleanly on Ctrl-C.
     """
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-
-    from fcn_perception.ros.qos import input_qos
-
     if rate <= 0:
         raise BagError(f"--rate must be positive, got {rate}")
     remap = dict(remap or {})

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
+from rosbags.rosbag2 import Reader
 
 from fcn_perception.bag import typestore as T
+from fcn_perception.bag.mcap_crc import CrcCheck, verify_chunk_crcs
 from fcn_perception.errors import BagError
 from fcn_perception.imaging.decode import decode_message
 
@@ -43,8 +46,6 @@ class Bag:
     """
 
     def __init__(self, path: str | Path) -> None:
-        from rosbags.rosbag2 import Reader
-
         self.path = Path(path)
         if not self.path.exists():
             raise BagError(f"bag {self.path} does not exist")
@@ -96,8 +97,6 @@ class Bag:
         """Check the CRC of every chunk of its mcap files (sqlite3 has none), reading each
         file once; :class:`BagError` names the file and the chunk.  Returns the counts
         (:class:`~fcn_perception.bag.mcap_crc.CrcCheck`)."""
-        from fcn_perception.bag.mcap_crc import CrcCheck, verify_chunk_crcs
-
         total = CrcCheck()
         for path in self.storage_files():
             if path.suffix == ".mcap":
@@ -236,8 +235,6 @@ class Bag:
 def _topics_in_metadata(path: Path) -> str:
     """The topics a bag folder's metadata.yaml lists (for errors), or ``""``."""
     try:
-        import yaml
-
         info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
         return "\n".join(
             f"  {t['topic_metadata']['name']} ({t['topic_metadata']['type']}, "

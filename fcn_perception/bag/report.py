@@ -13,6 +13,7 @@ import html
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from fcn_perception.evaluation.plots import plot_latency_histogram
 from fcn_perception.imaging.drawing import blend, colorize, draw_detections, palette_lut
@@ -52,8 +53,6 @@ def _table(rows, head=None) -> str:
 
 
 def _save_jpeg(rgb: np.ndarray, path: Path) -> Path:
-    from PIL import Image
-
     Image.fromarray(rgb).save(path, format="JPEG", quality=85)
     return path
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from rosbags.typesys import Stores, get_types_from_msg
+from rosbags.typesys import get_typestore as kilted_store
 
 from fcn_perception.errors import ConversionError
 from fcn_perception.imaging.decode import decode
@@ -47,10 +49,7 @@ VISION_MSGS = {
 @lru_cache(maxsize=1)
 def get_typestore():
     """The Kilted store with vision_msgs registered (built once per process)."""
-    from rosbags.typesys import Stores, get_types_from_msg
-    from rosbags.typesys import get_typestore as _get
-
-    store = _get(Stores.ROS2_KILTED)
+    store = kilted_store(Stores.ROS2_KILTED)
     types = {}
     for name, text in VISION_MSGS.items():
         types.update(get_types_from_msg(text, f"vision_msgs/msg/{name}"))

@@ -22,6 +22,7 @@ detection network reads: :func:`depth_rejection` gives the reason to log.
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 
@@ -241,8 +242,6 @@ def encode_camera(rgb: np.ndarray, encoding: str, is_bigendian: bool = False) ->
 def measure_speed(height: int = 480, width: int = 640, repeats: int = 20) -> dict:
     """``{encoding: (numpy ms, opencv ms)}`` per frame (median of ``repeats``), one
     OpenCV thread."""
-    import time
-
     cv2 = _opencv()
     if cv2 is not None:
         cv2.setNumThreads(1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from fcn_perception.errors import ConversionError, ImageTooLargeError
 from fcn_perception.imaging.camera_encodings import CAMERA_ENCODINGS, decode_camera, depth_rejection
@@ -206,8 +207,6 @@ def decode_compressed(fmt: str, data, max_pixels: int | None = None) -> np.ndarr
     ``compressedDepth`` (depth PNG with a header) is not supported.  The size the header
     declares is checked against ``max_pixels`` before anything is decoded.
     """
-    from PIL import Image, UnidentifiedImageError
-
     buf = _as_bytes_view(data)
     what = f"compressed image ({clip_text(fmt)})"
     if buf.size == 0:

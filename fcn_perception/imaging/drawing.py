@@ -1,7 +1,10 @@
 """Palette colouring, overlay blending and box drawing on numpy RGB images (no ROS)."""
 from __future__ import annotations
 
+import colorsys
+
 import numpy as np
+from PIL import Image, ImageDraw
 
 
 def palette_lut(palette, num_classes: int | None = None) -> np.ndarray:
@@ -22,8 +25,6 @@ def palette_lut(palette, num_classes: int | None = None) -> np.ndarray:
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
-    import colorsys
-
     r, g, b = colorsys.hsv_to_rgb(h, s, v)
     return int(r * 255), int(g * 255), int(b * 255)
 
@@ -57,8 +58,6 @@ def draw_detections(
 ) -> np.ndarray:
     """A copy of ``rgb`` with each box outlined in its class colour and labelled
     ``"<name> <score>"`` on a filled tab above (or inside, at the top edge) the box."""
-    from PIL import Image, ImageDraw
-
     img = Image.fromarray(np.ascontiguousarray(rgb))
     if len(scores) == 0:
         return np.array(img)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from PIL import Image
 
 from fcn_perception.errors import ConversionError
 from fcn_perception.imaging.decode import ENCODINGS
@@ -12,8 +13,6 @@ from fcn_perception.imaging.decode import ENCODINGS
 
 def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
     """Encode an ``(H, W, 3)`` uint8 RGB array as JPEG or PNG bytes (for tools and tests)."""
-    from PIL import Image
-
     out = io.BytesIO()
     kind = "PNG" if "png" in fmt.lower() else "JPEG"
     Image.fromarray(np.ascontiguousarray(rgb)).save(out, format=kind, quality=quality)
