@@ -3,6 +3,7 @@ detection filters and message builders (no rclpy.init, no DDS)."""
 from __future__ import annotations
 
 import array
+import re
 import threading
 import time
 from pathlib import Path
@@ -281,8 +282,29 @@ def test_param_descriptors_carry_ranges():
     d = params.descriptor(specs["max_detections"])
     assert d.integer_range[0].to_value == 1000
     assert "tensorrt" in params.descriptor(specs["backend"]).additional_constraints
-    table = params.markdown_table(list(specs.values()))
-    assert "| `score_threshold` | float | `0.5` | [0.0, 1.0] | runtime |" in table
+
+
+def test_markdown_table_of_the_specs():
+    rows = params.markdown_table().splitlines()
+    assert rows[0] == "| parameter | type | default | range | applied | description |"
+    names = [s.name for s in (*params.NODE_PARAMS, *params.PREDICTOR_PARAMS)] + [
+        s.name for t in params.TASK_PARAMS.values() for s in t]
+    assert [r.split("`")[1] for r in rows[2:]] == names
+    assert ("| `score_threshold` (detection) | float | `0.5` | [0.0, 1.0] | runtime | "
+            "detections scoring below are not published |") in rows
+    assert "| `classes` (detection) | string[] | `[]` |" in params.markdown_table()
+    device = next(r for r in rows if r.startswith("| `device`"))
+    assert device.count(" | ") == 5  # the pattern's | are escaped: still six cells
+
+
+def test_readme_parameter_table_is_generated_from_the_specs():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"<!-- BEGIN parameters table -->\n(.*?)\n<!-- END parameters table -->",
+                      readme, re.S)
+    assert block, "README.md has no <!-- BEGIN/END parameters table --> markers"
+    assert block.group(1) == params.markdown_table(), (
+        "README.md's parameter table differs from the specs: paste the output of "
+        "`python -m fcn_perception.ros.params` between its markers")
 
 
 def test_backend_candidates():

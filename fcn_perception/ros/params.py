@@ -230,18 +230,28 @@ def descriptor(spec: ParamSpec):
     return desc
 
 
-def markdown_table(specs: list[ParamSpec]) -> str:
-    """The README's parameter table."""
-    def show(value) -> str:
-        if isinstance(value, bool):
-            return str(value).lower()
-        if value == "":
-            return '""'
-        return str(value)
-
+def markdown_table() -> str:
+    """The README's parameter table, from the specs: the node's, the predictor's, then
+    each task's (marked with the task; prefixed ``<task>.`` in ``perception_node``)."""
     rows = ["| parameter | type | default | range | applied | description |",
             "|---|---|---|---|---|---|"]
-    for s in specs:
-        rows.append(f"| `{s.name}` | {s.kind} | `{show(s.default)}` | {s.range_text()} | "
-                    f"{'runtime' if s.runtime else 'configure/activate'} | {s.description} |")
+    specs = [(s, "") for s in (*NODE_PARAMS, *PREDICTOR_PARAMS)]
+    specs += [(s, f" ({task})") for task, task_params in TASK_PARAMS.items() for s in task_params]
+    for s, task in specs:
+        kind = "string[]" if s.kind == "string_array" else s.kind
+        cells = [f"`{s.name}`{task}", kind, f"`{_markdown_value(s.default)}`", s.range_text(),
+                 "runtime" if s.runtime else "configure/activate", s.description]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows)
+
+
+def _markdown_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(value) + "]"
+    return '""' if value == "" else str(value)
+
+
+if __name__ == "__main__":  # python -m fcn_perception.ros.params > the README's table
+    print(markdown_table())
