@@ -47,7 +47,7 @@ from fcn_perception.errors import WeightsError
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = {
     "segmentation": PACKAGE_WEIGHTS / "fcn8s_resnet18_camvid.safetensors",
-    "detection": PACKAGE_WEIGHTS / "rfcn_resnet18_camvid.safetensors",
+    "detection": PACKAGE_WEIGHTS / "rfcn_efficientnet_lite0_camvid.safetensors",
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -4,7 +4,7 @@
         [--weights PATH] --json out/det_val.json
 
 Without ``--weights`` the shipped default detector
-(``fcn_perception/weights/rfcn_resnet18_camvid.safetensors`` and its card) is used.
+(``fcn_perception/weights/rfcn_efficientnet_lite0_camvid.safetensors`` and its card) is used.
 On a CamVid-layout folder the ground-truth boxes are derived from the label maps with
 the rule recorded in the model card (classes, minimum area, connectivity), the rule
 the model was trained with; a ``.json`` split is read as COCO annotations.

@@ -98,7 +98,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aspect-ratios", type=float, nargs=3, default=None)
     p.add_argument("--ship", default=None, metavar="PATH",
                    help="also copy the final weights + card to PATH (e.g. "
-                        "fcn_perception/weights/rfcn_resnet18_camvid.safetensors)")
+                        "fcn_perception/weights/rfcn_efficientnet_lite0_camvid.safetensors)")
 
 
 class RFCNAdapter:
