@@ -10,6 +10,19 @@ Fixtures
                   started by the test use it.
   rclpy_context   An initialised rclpy Context on `ros_domain` (shut down afterwards):
                   pass it as `context=` to Node / executors; skips if rclpy is missing.
+  inference_cache The export/engine cache ($FCN_PERCEPTION_CACHE) in a temporary folder
+                  for the session (one ONNX export per weights file per run).
+  seg_weights, det_weights
+                  Small random-initialised FCN-8s ResNet-18 / R-FCN weights with cards
+                  (test/factories.py), once per session.
+  seg_pair, det_pair
+                  (torch-cpu, onnxruntime-cpu) Predictors of those weights.
+  one_torch_thread
+                  torch runs on one thread for a module's tests (restored afterwards; set
+                  up before the module's other fixtures): use it with
+                  `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
+
+Builders that tests call themselves (frames, weights, IoU) are in test/factories.py.
 
 Hooks
   Tests marked `gpu` are skipped where torch.cuda.is_available() is false; tests marked
@@ -113,6 +126,57 @@ def rclpy_context(ros_domain: int):
     finally:
         with contextlib.suppress(Exception):
             context.try_shutdown()
+
+
+# The fixtures below import torch (seconds) only when a test asks for them, so that the
+# ROS and bag tests start without it.
+@pytest.fixture(scope="session")
+def inference_cache(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fcn_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FCN_PERCEPTION_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def seg_weights(tmp_path_factory, inference_cache) -> Path:
+    from factories import make_segmentation_weights
+
+    return make_segmentation_weights(tmp_path_factory.mktemp("seg"))
+
+
+@pytest.fixture(scope="session")
+def det_weights(tmp_path_factory, inference_cache) -> Path:
+    from factories import make_detection_weights
+
+    return make_detection_weights(tmp_path_factory.mktemp("det"))
+
+
+@pytest.fixture(scope="session")
+def seg_pair(seg_weights):
+    from fcn_perception import load_predictor
+
+    return (load_predictor("segmentation", "torch-cpu", seg_weights),
+            load_predictor("segmentation", "onnxruntime-cpu", seg_weights))
+
+
+@pytest.fixture(scope="session")
+def det_pair(det_weights):
+    from fcn_perception import load_predictor
+
+    return (load_predictor("detection", "torch-cpu", det_weights),
+            load_predictor("detection", "onnxruntime-cpu", det_weights))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

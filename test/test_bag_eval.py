@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from factories import DET_CLASSES, write_random_weights
 
 from fcn_perception.bag import typestore as T
 from fcn_perception.bag.eval import DET_TOPIC, SEG_TOPIC, evaluate_bag
@@ -15,40 +16,6 @@ from fcn_perception.errors import BagError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
 FRAMES = 4
-DET_CLASSES = ["Car", "Pedestrian", "Bicyclist"]
-
-
-def write_random_weights(folder: Path, seed: int = 0) -> dict[str, Path]:
-    """Random-initialised FCN-8s (ResNet-18, run at 180x240) and R-FCN (ResNet-18) with
-    model cards like the shipped ones."""
-    import torch
-
-    from fcn_perception.evaluation.boxes import derivation_rule
-    from fcn_perception.evaluation.camvid import CLASSES, PALETTE
-    from fcn_perception.models import build_model
-    from fcn_perception.models.rfcn import architecture
-    from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    seg_arch = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 11}
-    det_arch = architecture(num_classes=3, backbone="resnet18")
-    out = {}
-    for task, arch, card in (
-        ("segmentation", seg_arch, {
-            "classes": list(CLASSES), "palette": [list(p) for p in PALETTE],
-            "ignore_index": 11, "input": {**norm, "size": [180, 240]}}),
-        ("detection", det_arch, {
-            "classes": DET_CLASSES, "palette": [list(PALETTE[i]) for i in (8, 9, 10)],
-            "input": {**norm, "size": None},
-            "box_derivation": derivation_rule(DET_CLASSES, (8, 9, 10), 100)}),
-    ):
-        path = folder / f"{task}.safetensors"
-        save_state_dict(build_model(arch).state_dict(), path)
-        write_card({"task": task, "architecture": arch, **card}, path)
-        out[task] = path
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -135,7 +135,7 @@ def test_play_waits_for_subscribers_then_says_why(ros_domain, tmp_path):
 def test_live_round_trip_through_the_nodes(ros_domain, tmp_path):
     """play -> segmentation_node + detection_node -> record -> eval --predictions, and the
     recorded answers agree with the same model run offline."""
-    from test_bag_eval import write_random_weights
+    from factories import write_random_weights
 
     from fcn_perception import load_predictor
 

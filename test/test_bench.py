@@ -2,16 +2,9 @@
 (The bench is a command, not a timed test: nothing here checks speed.)"""
 from __future__ import annotations
 
-import test_inference as common
-
 from fcn_perception.cli import main
 from fcn_perception.inference.bench import PEER_NAME, model_title
 from fcn_perception.weights_io import read_card
-
-# shared session fixtures and helpers (one export per test session)
-inference_cache = common.inference_cache
-seg_weights = common.seg_weights
-
 
 
 def test_bench_writes_the_table(tmp_path, seg_weights, capsys):

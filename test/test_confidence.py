@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_inference import make_segmentation_weights
+from factories import camvid_frames, make_segmentation_weights
 
 from fcn_perception.inference.export import export_module, export_onnx, load_model
 
@@ -76,3 +76,32 @@ def test_onnx_confidence_variant_runs_in_onnxruntime(fcn, tmp_path):
         t_labels, t_conf = export_module(model, "segmentation")(x, confidence=True)
     assert (labels == t_labels.numpy()).mean() > 0.999
     np.testing.assert_allclose(conf, t_conf.numpy(), rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize("backend", ["torch-cpu", "onnxruntime-cpu"])
+@pytest.mark.parametrize("size", [None, [90, 120]])
+def test_predictor_confidence_on_request(fcn, backend, size, tmp_path, monkeypatch):
+    """Native (labels graph) and reduced size (logits): confidence at the input resolution,
+    in [0, 1], consistent with the labels; labels unchanged; nothing without asking."""
+    import fcn_perception
+    from fcn_perception.weights_io import read_card, write_card
+
+    monkeypatch.setenv("FCN_PERCEPTION_CACHE", str(tmp_path / "cache"))
+    path, _, _ = fcn
+    weights = path
+    if size is not None:
+        weights = tmp_path / "sized.safetensors"
+        weights.write_bytes(path.read_bytes())
+        card = read_card(path)
+        card["input"]["size"] = size
+        write_card(card, weights)
+    predictor = fcn_perception.load_predictor("segmentation", backend, weights)
+    frame = camvid_frames(1)[0][:180, :240]
+    plain = predictor(frame)
+    assert plain.confidence is None
+    result = predictor(frame, confidence=True)
+    np.testing.assert_array_equal(result.labels, plain.labels)
+    conf = result.confidence
+    assert conf.shape == frame.shape[:2] and conf.dtype == np.float32
+    assert conf.min() >= 1.0 / 11 - 1e-5 and conf.max() <= 1.0 + 1e-6
+    assert conf.std() > 0  # not a constant
+    again = predictor(frame)
+    assert again.confidence is None

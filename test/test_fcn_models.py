@@ -7,7 +7,7 @@ from torch.nn import functional as F
 from fcn_perception.models import build_model
 from fcn_perception.models.upsample import BilinearUpsample
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("variant", ["fcn32s", "fcn16s", "fcn8s"])

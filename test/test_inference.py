@@ -1,5 +1,5 @@
 """Predictor API, backends (torch vs ONNX Runtime parity on CamVid), auto-selection,
-odd sizes and bad input.  Helpers here are imported by the other inference tests."""
+odd sizes and bad input.  The weights and predictor fixtures are in conftest.py."""
 from __future__ import annotations
 
 import json
@@ -9,117 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from factories import SEG_ARCH, box_iou, camvid_frames, model_card
 
 import fcn_perception
 from fcn_perception.errors import BackendUnavailable, ImageError, ModelFileError, WeightsError
 from fcn_perception.inference import backends as backends_mod
-from fcn_perception.weights_io import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    save_state_dict,
-    write_card,
-)
-
-ROOT = Path(__file__).resolve().parents[1]
-SEG_ARCH = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 11}
-
-
-def camvid_frames(count: int = 3) -> list[np.ndarray]:
-    """Real CamVid val frames: ../shared/camvid (project layout) or the packaged sample."""
-    from PIL import Image
-
-    for folder in (ROOT.parent / "shared" / "camvid" / "val",
-                   ROOT / "fcn_perception" / "data" / "camvid_sample" / "val"):
-        files = sorted(folder.glob("*.png"))
-        if files:
-            step = max(1, len(files) // count)
-            return [np.asarray(Image.open(f).convert("RGB")) for f in files[::step][:count]]
-    pytest.skip("no CamVid frames found (../shared/camvid or the packaged sample)")
-
-
-def _card(task: str, arch: dict, size=None) -> dict:
-    return {"task": task, "architecture": arch,
-            "classes": [f"c{i}" for i in range(int(arch["num_classes"]))],
-            "input": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "size": size}}
-
-
-def make_segmentation_weights(folder: Path, name: str = "seg", size=None, seed: int = 0) -> Path:
-    """A random but non-degenerate FCN-8s ResNet-18 (BN statistics and skip layers set,
-    so the label map has structure and argmax ties are as rare as in a trained net)."""
-    from fcn_perception.models import build_model
-
-    torch.manual_seed(seed)
-    model = build_model(SEG_ARCH)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-        for layer in (model.score_s16, model.score_s8):
-            torch.nn.init.normal_(layer.weight, std=0.05)
-            torch.nn.init.normal_(layer.bias, std=0.1)
-    path = folder / f"{name}.safetensors"
-    save_state_dict(model.state_dict(), path)
-    write_card(_card("segmentation", SEG_ARCH, size), path)
-    return path
-
-
-def make_detection_weights(folder: Path, name: str = "det", seed: int = 0) -> Path:
-    """A random R-FCN whose RPN and class maps are scaled up so it detects things."""
-    from fcn_perception.models import build_model
-    from fcn_perception.models.rfcn import architecture
-
-    arch = architecture(num_classes=3)
-    torch.manual_seed(seed)
-    model = build_model(arch)
-    with torch.no_grad():
-        torch.nn.init.normal_(model.ps_cls.weight, std=0.5)
-        torch.nn.init.normal_(model.rpn_cls.weight, std=0.5)
-    path = folder / f"{name}.safetensors"
-    save_state_dict(model.state_dict(), path)
-    write_card(_card("detection", arch), path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def inference_cache(tmp_path_factory):
-    """Point the export/engine cache at a temporary folder for the whole session."""
-    folder = tmp_path_factory.mktemp("fcn_cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FCN_PERCEPTION_CACHE", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="session")
-def seg_weights(tmp_path_factory, inference_cache) -> Path:
-    return make_segmentation_weights(tmp_path_factory.mktemp("seg"))
-
-
-@pytest.fixture(scope="session")
-def det_weights(tmp_path_factory, inference_cache) -> Path:
-    return make_detection_weights(tmp_path_factory.mktemp("det"))
-
-
-@pytest.fixture(scope="session")
-def seg_pair(seg_weights):
-    return (fcn_perception.load_predictor("segmentation", "torch-cpu", seg_weights),
-            fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", seg_weights))
-
-
-@pytest.fixture(scope="session")
-def det_pair(det_weights):
-    return (fcn_perception.load_predictor("detection", "torch-cpu", det_weights),
-            fcn_perception.load_predictor("detection", "onnxruntime-cpu", det_weights))
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+from fcn_perception.inference import predictor as predictor_mod
 
 
 def assert_detections_match(ref, other, iou: float = 0.99, score_tol: float = 1e-3):
@@ -183,10 +78,9 @@ def test_odd_sizes_detection_boxes_inside_image(det_pair, hw):
     img = odd_image(hw)
     for p in det_pair:
         r = p(img)
-        assert r.boxes.shape == (len(r), 4)
-        if len(r):
-            assert r.boxes[:, [0, 2]].max() <= hw[1] and r.boxes[:, [1, 3]].max() <= hw[0]
-            assert (r.boxes >= 0).all()
+        assert r.boxes.shape == (len(r), 4) and len(r) > 0, "no box: nothing checked"
+        assert r.boxes[:, [0, 2]].max() <= hw[1] and r.boxes[:, [1, 3]].max() <= hw[0]
+        assert (r.boxes >= 0).all()
 
 
 def test_fixed_input_size_maps_back_to_input_resolution(tmp_path, seg_weights):
@@ -243,46 +137,61 @@ def test_detection_boxes_scale_back_with_a_fixed_size():
 
 
 # --------------------------------------------------------------------------- selection
-def expected_auto_choice() -> str:
-    for name in backends_mod.AUTO_ORDER:
-        if backends_mod.unavailable_reason(name) is None:
-            return name
-    raise AssertionError("nothing available")
+def pretend_available(monkeypatch, available: set[str]) -> None:
+    """Only the backends in ``available`` can run (the others report why not)."""
+    real = backends_mod.unavailable_reason
+
+    def reason(name):
+        return real(name) if name in available else "pretend missing"
+
+    monkeypatch.setattr(backends_mod, "unavailable_reason", reason)
+    monkeypatch.setattr(predictor_mod, "unavailable_reason", reason)
 
 
-def test_auto_selection_on_this_machine_and_logged(seg_weights, caplog):
+def test_auto_takes_the_first_available_in_order_and_logs_why(seg_weights, monkeypatch,
+                                                              caplog):
+    pretend_available(monkeypatch, {"onnxruntime-cpu", "torch-cpu"})
     with caplog.at_level(logging.INFO, logger="fcn_perception.inference"):
         p = fcn_perception.load_predictor("segmentation", weights=seg_weights)
-    assert p.backend_name == expected_auto_choice()
-    if not torch.cuda.is_available():
-        assert p.backend_name == "onnxruntime-cpu"
-    msg = [r.getMessage() for r in caplog.records if "backend auto ->" in r.getMessage()]
-    assert msg and p.backend_name in msg[0]
+    assert p.backend_name == "onnxruntime-cpu"
+    (msg,) = [r.getMessage() for r in caplog.records if "backend auto ->" in r.getMessage()]
+    assert "onnxruntime-cpu" in msg
+    for skipped in ("tensorrt", "onnxruntime-cuda", "torch-cuda"):
+        assert f"skipped {skipped}: pretend missing" in msg
 
 
 def test_auto_falls_back_to_torch_without_onnxruntime(seg_weights, monkeypatch):
-    real = backends_mod.unavailable_reason
-    monkeypatch.setattr(backends_mod, "unavailable_reason",
-                        lambda n: "pretend missing" if n.startswith(("onnx", "tensorrt"))
-                        or n == "torch-cuda" else real(n))
-    from fcn_perception.inference import predictor
-
-    monkeypatch.setattr(predictor, "unavailable_reason", backends_mod.unavailable_reason)
+    pretend_available(monkeypatch, {"torch-cpu"})
     p = fcn_perception.load_predictor("segmentation", weights=seg_weights)
     assert p.backend_name == "torch-cpu"
 
 
-def test_auto_order_is_tensorrt_ort_cuda_torch_cuda_ort_cpu():
-    assert backends_mod.AUTO_ORDER[:4] == ("tensorrt", "onnxruntime-cuda", "torch-cuda",
-                                           "onnxruntime-cpu")
+def test_device_narrows_the_choice(seg_weights, monkeypatch):
+    pretend_available(monkeypatch, {"onnxruntime-cpu", "torch-cpu"})
+    p = fcn_perception.load_predictor("segmentation", "torch", seg_weights, device="cpu")
+    assert p.backend_name == "torch-cpu"
+    with pytest.raises(BackendUnavailable, match="torch-cuda: pretend missing"):
+        fcn_perception.load_predictor("segmentation", "torch", seg_weights, device="cuda")
+    with pytest.raises(ValueError, match="runs on cuda, not on device cpu"):
+        fcn_perception.load_predictor("segmentation", "tensorrt", seg_weights, device="cpu")
 
 
-def test_unknown_backend_and_unavailable_backend(seg_weights):
+def test_auto_order_prefers_the_gpu_then_onnxruntime():
+    order = backends_mod.AUTO_ORDER
+    kinds = [backends_mod.RUNS_ON[n] for n in order]
+    assert kinds == sorted(kinds, key=lambda kind: kind != "cuda")  # every GPU one first
+    assert order[0] == "tensorrt"
+    for device in ("cuda", "cpu"):  # ONNX Runtime before torch on each device
+        assert order.index(f"onnxruntime-{device}") < order.index(f"torch-{device}")
+    assert set(order) == set(backends_mod.CONCRETE) - {"onnxruntime-tensorrt"}
+
+
+def test_unknown_backend_and_unavailable_backend(seg_weights, monkeypatch):
     with pytest.raises(ValueError, match="unknown backend"):
         fcn_perception.load_predictor("segmentation", "openvino", seg_weights)
-    if backends_mod.unavailable_reason("tensorrt"):
-        with pytest.raises(BackendUnavailable, match="tensorrt"):
-            fcn_perception.load_predictor("segmentation", "tensorrt", seg_weights)
+    pretend_available(monkeypatch, {"onnxruntime-cpu", "torch-cpu"})
+    with pytest.raises(BackendUnavailable, match="^tensorrt: pretend missing$"):
+        fcn_perception.load_predictor("segmentation", "tensorrt", seg_weights)
 
 
 def test_onnx_file_as_weights_uses_embedded_card(seg_weights, seg_pair, tmp_path):
@@ -354,7 +263,7 @@ def _tiny_onnx(path: Path, input_name: str, output_name: str, argmax: bool) -> P
 
     torch.onnx.export(Net(), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False,
                       input_names=[input_name], output_names=[output_name], opset_version=17)
-    card = _card("segmentation", SEG_ARCH)
+    card = model_card("segmentation", SEG_ARCH)
     path.with_suffix(".json").write_text(json.dumps(card))
     return path
 

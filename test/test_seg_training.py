@@ -16,7 +16,7 @@ from fcn_perception.training import train_segmentation as ts
 from fcn_perception.training.transforms import SegmentationTransform
 from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, load_weights_into
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _args(tmp_path, camvid_dir, **over):

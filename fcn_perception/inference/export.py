@@ -212,9 +212,11 @@ def export_onnx(model: nn.Module, task: str, path: str | Path, card: dict | None
 
 
 def cached_onnx(weights: str | Path, task: str | None = None, opset: int = DEFAULT_OPSET,
-                directory: str | Path | None = None, confidence: bool = False) -> Path:
+                directory: str | Path | None = None, confidence: bool = False,
+                seg_output: str | None = None) -> Path:
     """The ONNX export of ``weights``, made once and cached under its sha256
-    (``confidence``: the segmentation variant that also outputs ``confidence``)."""
+    (``confidence``: the segmentation variant that also outputs ``confidence``;
+    ``seg_output``: ``labels`` or ``logits`` instead of what the card's size implies)."""
     weights = Path(weights)
     if not weights.is_file():
         raise WeightsError(f"weights file {weights} does not exist")
@@ -225,7 +227,7 @@ def cached_onnx(weights: str | Path, task: str | None = None, opset: int = DEFAU
     digest = sha256_of(weights)
     folder = Path(directory) if directory else cache_dir("onnx")
     name = card["architecture"].get("name", task)
-    kind = segmentation_output(card) if task == "segmentation" else "det"
+    kind = (seg_output or segmentation_output(card)) if task == "segmentation" else "det"
     confidence = confidence and kind == "labels"
     kind += "-conf" if confidence else ""
     path = folder / f"{name}-{digest[:16]}-{kind}-op{opset}-v{EXPORT_VERSION}.onnx"
@@ -239,7 +241,8 @@ def cached_onnx(weights: str | Path, task: str | None = None, opset: int = DEFAU
     log.info("exporting %s to ONNX (%s, opset %d) -> %s", weights.name, task, opset, path)
     model, card = load_model(weights, task)
     return export_onnx(model, task, path, card=card, opset=opset, weights_sha256=digest,
-                       confidence=confidence)
+                       confidence=confidence,
+                       seg_output=kind.split("-")[0] if task == "segmentation" else None)
 
 
 def onnx_variant(path: str | Path) -> str:

@@ -6,7 +6,11 @@
     >>> det = fcn_perception.load_predictor("detection", backend="onnxruntime-cpu")
     >>> r = det(rgb); r.boxes, r.scores, r.class_ids   # input pixels, x1 y1 x2 y2
 
-A Predictor is preprocess (card mean/std, resize policy) -> backend -> postprocess.
+A Predictor is preprocess (card mean/std, input geometry) -> backend -> postprocess.
+``predictor(rgb, confidence=True)`` also gives the per-pixel confidence of a segmentation;
+``predictor.predict_batch(frames)`` runs several frames (several cameras) as one batch;
+``predictor.geometry`` (a :class:`~fcn_perception.inference.geometry.Geometry`: network
+input size, aspect policy, region of interest) says how frames are fed to the network.
 ``weights`` may be a ``.safetensors``/``.pt`` file with its card beside it, an ``.onnx``
 file (card embedded or beside it) or a TensorRT ``.engine``/``.plan`` (card beside it).
 """
@@ -22,8 +26,9 @@ from fcn_perception.errors import BackendUnavailable, ModelFileError, WeightsErr
 from fcn_perception.inference.backends import Backend, candidates, unavailable_reason
 from fcn_perception.inference.calibration import DEFAULT_METHOD
 from fcn_perception.inference.contract import check_task
+from fcn_perception.inference.geometry import Geometry
 from fcn_perception.inference.postprocess import detection_result, segmentation_result
-from fcn_perception.inference.preprocess import InputSpec, Preprocessor
+from fcn_perception.inference.preprocess import InputSpec, Preprocessor, check_image
 from fcn_perception.inference.results import DetectionResult, SegmentationResult
 from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
 
@@ -79,11 +84,14 @@ class Predictor:
     ``backend`` (the :class:`~fcn_perception.inference.backends.Backend`),
     ``backend_name`` (e.g. ``"onnxruntime-cpu"``), ``precision``, ``source`` (the file it
     runs); for detection ``nms_threshold`` and the defaults ``score_threshold`` and
-    ``max_detections`` that a call may override.
+    ``max_detections`` that a call may override.  ``geometry``: how frames are fed to the
+    network (default: the card's ``input.size``, resized, whole frame); it may be
+    replaced at any time (:meth:`set_geometry`).
     """
 
     def __init__(self, task: str, backend: Backend, card: dict, source: Path,
-                 score_threshold: float | None = None, max_detections: int | None = None):
+                 score_threshold: float | None = None, max_detections: int | None = None,
+                 geometry: Geometry | None = None):
         self.task = check_task(task)
         self.backend = backend
         self.card = card
@@ -94,6 +102,28 @@ class Predictor:
         self.palette = card.get("palette")
         self.score_threshold = float(score_threshold or 0.0)
         self.max_detections = max_detections
+        self.geometry = geometry or Geometry(size=self.spec.size)
+        self.geometry = self._with_fill(self.geometry)
+
+    def _with_fill(self, geometry: Geometry) -> Geometry:
+        """Letterbox padding in the card's mean colour: zero after normalisation."""
+        from dataclasses import replace
+
+        fill = tuple(int(round(255 * m)) for m in self.spec.mean)
+        return replace(geometry, fill=fill)
+
+    def set_geometry(self, size: tuple[int, int] | None | str = "card", policy: str = "resize",
+                     roi: tuple[int, int, int, int] | None = None) -> Geometry:
+        """Feed frames at ``size`` (``"card"``: the card's ``input.size``; None: each
+        region's own size) with aspect ``policy`` (``resize``, ``letterbox``, ``crop``),
+        looking only at ``roi`` ``(x, y, width, height)`` (None: the whole frame).
+
+        A network whose backend gives ``labels`` (cards with ``input.size`` null) has its
+        labels resized nearest-neighbour from another ``size``; give ``input_size`` to
+        :func:`load_predictor` instead to get the scores upsampled."""
+        self.geometry = self._with_fill(Geometry(
+            size=self.spec.size if size == "card" else size, policy=policy, roi=roi))
+        return self.geometry
 
     @property
     def backend_name(self) -> str:
@@ -112,19 +142,56 @@ class Predictor:
                 f"source={str(self.source)!r})")
 
     def __call__(self, rgb: np.ndarray, *, score_threshold: float | None = None,
-                 max_detections: int | None = None) -> SegmentationResult | DetectionResult:
+                 max_detections: int | None = None, confidence: bool = False
+                 ) -> SegmentationResult | DetectionResult:
+        """Labels (with ``confidence``: and the per-pixel confidence) or detections of one
+        ``(H, W, 3)`` uint8 RGB frame, at its resolution."""
+        return self.predict_batch([rgb], score_threshold=score_threshold,
+                                  max_detections=max_detections, confidence=confidence)[0]
+
+    def predict_batch(self, images: list[np.ndarray], *, score_threshold: float | None = None,
+                      max_detections: int | None = None, confidence: bool = False
+                      ) -> list[SegmentationResult | DetectionResult]:
+        """One result per frame, the frames run as one batch where the backend can (all
+        frames going to the same network input size: a fixed ``geometry.size``, or frames
+        of one size); ``latency_ms`` of each is the whole call's.
+
+        Raises ModelFileError when ``confidence`` is asked of a model file that cannot give
+        it (an ONNX file or TensorRT engine exported without ``--confidence``)."""
         start = time.perf_counter()
-        img, input_hw, net_hw = self.pre.prepare(rgb)
-        outputs = self.backend.infer(img, net_hw)
-        if self.task == "segmentation":
-            result = segmentation_result(outputs, input_hw)
-        else:
-            result = detection_result(
-                outputs, input_hw, net_hw,
-                self.score_threshold if score_threshold is None else score_threshold,
-                self.max_detections if max_detections is None else max_detections)
-        result.latency_ms = (time.perf_counter() - start) * 1000.0
-        return result
+        geometry = self.geometry
+        prepared, groups = [], {}
+        for i, rgb in enumerate(images):
+            img = check_image(rgb)
+            placement = geometry.place(img.shape[:2])
+            net_img, net_hw = placement.network_image(img, geometry.fill)
+            prepared.append((img.shape[:2], placement, net_img, net_hw))
+            groups.setdefault(tuple(net_hw), []).append(i)
+        want_conf = confidence and self.task == "segmentation"
+        results: list = [None] * len(images)
+        for net_hw, indices in groups.items():
+            outputs = self.backend.infer_batch([prepared[i][2] for i in indices], net_hw,
+                                               confidence=want_conf)
+            for i, out in zip(indices, outputs):
+                input_hw, placement, _, _ = prepared[i]
+                place = None if placement.whole_frame else placement
+                if self.task == "segmentation":
+                    if want_conf and "logits" not in out and "confidence" not in out:
+                        raise ModelFileError(
+                            f"{self.backend_name} gives no 'confidence' output for "
+                            f"{self.source.name}: export the ONNX with `fcn-perception "
+                            "export --confidence` (and build TensorRT engines from it)")
+                    results[i] = segmentation_result(out, input_hw, place, want_conf)
+                else:
+                    results[i] = detection_result(
+                        out, input_hw, net_hw,
+                        self.score_threshold if score_threshold is None else score_threshold,
+                        self.max_detections if max_detections is None else max_detections,
+                        placement=place)
+        elapsed = (time.perf_counter() - start) * 1000.0
+        for result in results:
+            result.latency_ms = elapsed
+        return results
 
     def warmup(self, height: int = 360, width: int = 480, runs: int = 1) -> None:
         """Run a blank frame (first runs allocate memory and pick kernels)."""
@@ -160,8 +227,12 @@ def _card_for(kind: str, path: Path, task: str) -> dict:
 def build_backend(name: str, task: str, kind: str, path: Path, card: dict,
                   precision: str | None = None, num_threads: int | None = None,
                   **trt_options) -> Backend:
-    """Construct concrete backend ``name`` for a resolved model file."""
+    """Construct concrete backend ``name`` for a resolved model file (``card``, possibly
+    with another ``input.size`` than the file's, decides labels vs logits)."""
     spec = InputSpec.from_card(card)
+    from fcn_perception.inference.export import segmentation_output
+
+    seg_output = segmentation_output(card) if task == "segmentation" else None
     if name.startswith("torch"):
         if kind != "torch":
             raise BackendUnavailable(
@@ -188,12 +259,16 @@ def build_backend(name: str, task: str, kind: str, path: Path, card: dict,
         from fcn_perception.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
         from fcn_perception.inference.export import cached_onnx
 
-        onnx_path = path if kind == "onnx" else cached_onnx(path, task)
+        onnx_path = path if kind == "onnx" else cached_onnx(path, task, seg_output=seg_output)
+        confidence_onnx = None
+        if kind == "torch" and seg_output == "labels" and precision in (None, "fp32"):
+            def confidence_onnx():  # exported (once, cached) when first asked for
+                return cached_onnx(path, task, seg_output=seg_output, confidence=True)
         return OnnxRuntimeBackend(onnx_path, task, spec, device=name.split("-", 1)[1],
                                   precision=precision, num_threads=num_threads,
                                   calibration_images=trt_options.get("calibration_images"),
                                   calibrator=trt_options.get("calibrator", DEFAULT_METHOD),
-                                  gpu=trt_options.get("gpu"))
+                                  gpu=trt_options.get("gpu"), confidence_onnx=confidence_onnx)
     if name == "tensorrt":
         reason = unavailable_reason(name)
         if reason:
@@ -204,7 +279,7 @@ def build_backend(name: str, task: str, kind: str, path: Path, card: dict,
             return TensorRTBackend.from_engine(path, task, spec, gpu=trt_options.get("gpu"))
         from fcn_perception.inference.export import cached_onnx
 
-        onnx_path = path if kind == "onnx" else cached_onnx(path, task)
+        onnx_path = path if kind == "onnx" else cached_onnx(path, task, seg_output=seg_output)
         return TensorRTBackend.from_onnx(onnx_path, task, spec, precision=precision or "fp16",
                                          card=card, **trt_options)
     raise ValueError(f"unknown backend {name!r}")
@@ -223,7 +298,9 @@ def _cannot_run(name: str, kind: str, path: Path) -> str | None:
 def load_predictor(task: str, backend: str = "auto", weights: str | Path | None = None,
                    precision: str | None = None, num_threads: int | None = None,
                    score_threshold: float | None = None, max_detections: int | None = None,
-                   device: str = "auto", **trt_options) -> Predictor:
+                   device: str = "auto", input_size: tuple[int, int] | None = None,
+                   aspect: str = "resize", roi: tuple[int, int, int, int] | None = None,
+                   **trt_options) -> Predictor:
     """Build a :class:`Predictor` on the first of the backends that ``backend`` and
     ``device`` allow (:func:`~fcn_perception.inference.backends.candidates`) that starts.
 
@@ -240,6 +317,12 @@ def load_predictor(task: str, backend: str = "auto", weights: str | Path | None 
         score_threshold, max_detections: detection defaults on top of the model's own
             (a call may pass others).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``: only backends running there.
+        input_size: ``(height, width)`` the network runs at instead of the card's
+            ``input.size`` (the backends then give scores, upsampled to the frame).
+        aspect: ``"resize"`` (stretch), ``"letterbox"`` (fit, pad) or ``"crop"`` (centre
+            crop) when a frame's aspect differs from the network input's.
+        roi: ``(x, y, width, height)``: only this part of each frame is looked at (width
+            or height 0: to the frame's edge); the rest gets label 255 and no boxes.
         trt_options: ``calibration_images`` (a folder; int8 on TensorRT or onnxruntime-cpu)
             and ``calibrator`` (``"minmax"``, ``"entropy"`` or ``"percentile"``); ``gpu``
             (a CUDA device index) for the CUDA and TensorRT backends; for TensorRT also
@@ -255,6 +338,10 @@ def load_predictor(task: str, backend: str = "auto", weights: str | Path | None 
     names = candidates(backend, device)
     kind, path = resolve_weights(task, weights)
     card = _card_for(kind, path, task)
+    if input_size is not None:  # the backends read the network size from the card
+        size = [int(input_size[0]), int(input_size[1])]
+        card = {**card, "input": {**(card.get("input") or {}), "size": size}}
+    geometry = Geometry(size=InputSpec.from_card(card).size, policy=aspect, roi=roi)
     kwargs = dict(precision=precision, num_threads=num_threads, **trt_options)
     failures = []
     for name in names:
@@ -278,4 +365,4 @@ def load_predictor(task: str, backend: str = "auto", weights: str | Path | None 
         log.info("backend %s -> %s for %s (%s)%s", backend, chosen.describe(), task, path.name,
                  "".join(f"; skipped {r}" for r in failures))
     return Predictor(task, chosen, card, path, score_threshold=score_threshold,
-                     max_detections=max_detections)
+                     max_detections=max_detections, geometry=geometry)

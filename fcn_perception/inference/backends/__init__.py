@@ -46,13 +46,25 @@ class Backend:
     at (the frame is normalised, then resized there bilinearly with antialiasing when it
     differs).  Outputs are numpy arrays or torch tensors (GPU backends leave them on the
     device so that upsampling and the argmax run there).
+
+    ``confidence=True`` asks a segmentation backend that outputs ``labels`` for the
+    ``confidence`` output too (backends giving ``logits`` ignore it: the Predictor
+    computes confidence from them).  :meth:`infer_batch` runs several frames, each
+    resized to the same ``net_hw`` (or of one size), as one batch where the backend can,
+    and returns one output dict per frame.
     """
 
     name = "base"
     precision = "fp32"
 
-    def infer(self, rgb: np.ndarray, net_hw: tuple[int, int] | None = None) -> dict:
+    def infer(self, rgb: np.ndarray, net_hw: tuple[int, int] | None = None,
+              confidence: bool = False) -> dict:
         raise NotImplementedError  # pragma: no cover
+
+    def infer_batch(self, images: list[np.ndarray], net_hw: tuple[int, int] | None = None,
+                    confidence: bool = False) -> list[dict]:
+        """One output dict per image (this default: one :meth:`infer` each)."""
+        return [self.infer(img, net_hw, confidence=confidence) for img in images]
 
     def describe(self) -> str:
         return f"{self.name} ({self.precision})"
@@ -90,6 +102,11 @@ def device_of(backend_name: str, gpu: int | None = None) -> str:
     """Where concrete backend ``backend_name`` runs: ``cpu``, ``cuda`` or ``cuda:N``."""
     kind = RUNS_ON[canonical_name(backend_name)]
     return f"cuda:{gpu}" if kind == "cuda" and gpu is not None else kind
+
+
+def split_batch(outputs: dict, count: int) -> list[dict]:
+    """``{name: (N, ...)}`` -> ``count`` dicts of ``(1, ...)`` slices (views)."""
+    return [{k: v[i:i + 1] for k, v in outputs.items()} for i in range(count)]
 
 
 def free_accelerator_memory() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fcn_perception.errors import BackendUnavailable, ModelFileError
-from fcn_perception.inference.backends import Backend, physical_cores
+from fcn_perception.inference.backends import Backend, physical_cores, split_batch
 from fcn_perception.inference.calibration import DEFAULT_METHOD
 from fcn_perception.inference.contract import TensorSpec, validate_io
 from fcn_perception.inference.preprocess import InputSpec, Preprocessor, network_input_torch
@@ -56,7 +56,13 @@ class OnnxRuntimeBackend(Backend):
                  precision: str | None = None, num_threads: int | None = None,
                  trt_cache_dir: str | Path | None = None,
                  calibration_images: str | Path | None = None,
-                 calibrator: str = DEFAULT_METHOD, gpu: int | None = None) -> None:
+                 calibrator: str = DEFAULT_METHOD, gpu: int | None = None,
+                 confidence_onnx=None) -> None:
+        """``confidence_onnx``: for a segmentation graph that outputs ``labels`` only, a
+        callable giving the ONNX variant that also outputs ``confidence`` (see
+        :func:`~fcn_perception.inference.export.cached_onnx`): it is loaded into a second
+        session the first time confidence is asked for, so frames without it do not pay
+        for it (ONNX Runtime computes every output of a graph)."""
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -129,6 +135,11 @@ class OnnxRuntimeBackend(Backend):
                 else "labels"
             names = [want]
         self.output_names = names
+        self._graph_outputs = [o.name for o in outs]
+        self._batch_axis_dynamic = not (isinstance(ins[0].shape[0], int) and ins[0].shape[0] > 0)
+        self._providers, self._num_threads = providers, num_threads
+        self._confidence_onnx = confidence_onnx
+        self._confidence_session = None
         self.pre = Preprocessor(spec)
         self.spec = spec
         self._use_torch_cuda = False
@@ -140,12 +151,52 @@ class OnnxRuntimeBackend(Backend):
             except ImportError:
                 pass
 
-    def infer(self, rgb: np.ndarray, net_hw: tuple[int, int] | None = None) -> dict:
+    def _session_for(self, confidence: bool):
+        """``(session, output names)`` for a frame with or without confidence."""
+        if not confidence or self.task != "segmentation" or self.output_names != ["labels"]:
+            return self.session, self.output_names
+        names = ["labels", "confidence"]
+        if "confidence" in self._graph_outputs:
+            return self.session, names
+        if self._confidence_session is None:
+            if self._confidence_onnx is None:
+                raise ModelFileError(
+                    f"ONNX file {self.path} has no 'confidence' output: export it with "
+                    "`fcn-perception export --confidence` (or give the weights file)")
+            import onnxruntime as ort
+
+            path = Path(self._confidence_onnx())
+            log.info("loading %s for the confidence output", path.name)
+            session = ort.InferenceSession(str(path), session_options(self._num_threads),
+                                           providers=self._providers)
+            validate_io(self.task, *io_specs(session), f"ONNX file {path}")
+            self._confidence_session = session
+        return self._confidence_session, names
+
+    def infer_batch(self, images: list[np.ndarray], net_hw: tuple[int, int] | None = None,
+                    confidence: bool = False) -> list[dict]:
+        """CPU segmentation: one run over the frames (all resized to ``net_hw`` or of one
+        size) when the graph's batch axis is dynamic; otherwise one frame at a time."""
+        if (self.device != "cpu" or self.task != "segmentation" or len(images) == 1
+                or not self._batch_axis_dynamic):
+            return [self.infer(img, net_hw, confidence) for img in images]
+        h, w = net_hw or images[0].shape[:2]
+        x = np.empty((len(images), 3, h, w), np.float32)
+        for i, img in enumerate(images):
+            if tuple(img.shape[:2]) == (h, w):
+                self.pre.normalize(img, x[i:i + 1])
+            else:
+                x[i:i + 1] = self.pre.network_input(img, (h, w))
+        session, names = self._session_for(confidence)
+        return split_batch(dict(zip(names, session.run(names, {"image": x}))), len(images))
+
+    def infer(self, rgb: np.ndarray, net_hw: tuple[int, int] | None = None,
+              confidence: bool = False) -> dict:
+        session, names = self._session_for(confidence)
         if self.device == "cpu":
             x = self.pre.network_input(rgb, net_hw)
-            outs = self.session.run(self.output_names, {"image": x})
-            return dict(zip(self.output_names, outs))
-        binding = self.session.io_binding()
+            return dict(zip(names, session.run(names, {"image": x})))
+        binding = session.io_binding()
         if self._use_torch_cuda:
             import torch
 
@@ -157,7 +208,7 @@ class OnnxRuntimeBackend(Backend):
             torch.cuda.current_stream(self.gpu).synchronize()
         else:
             binding.bind_cpu_input("image", self.pre.network_input(rgb, net_hw))
-        for name in self.output_names:
+        for name in names:
             binding.bind_output(name, "cpu")
-        self.session.run_with_iobinding(binding)
-        return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
+        session.run_with_iobinding(binding)
+        return dict(zip(names, binding.copy_outputs_to_cpu()))

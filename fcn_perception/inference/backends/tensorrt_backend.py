@@ -340,8 +340,12 @@ class TensorRTBackend(Backend):
     def _torch_dtype(self, dtype: np.dtype):
         return self.torch.from_numpy(np.empty(0, dtype)).dtype
 
-    def infer(self, rgb: np.ndarray, net_hw: tuple[int, int] | None = None) -> dict:
-        """Contract outputs as torch CUDA tensors (fixed-shape outputs) or numpy."""
+    def infer(self, rgb: np.ndarray, net_hw: tuple[int, int] | None = None,
+              confidence: bool = False) -> dict:
+        """Contract outputs as torch CUDA tensors (fixed-shape outputs) or numpy: every
+        output of the engine (``confidence`` too when it was built from an ONNX exported
+        with ``--confidence``; TensorRT computes every output, so ``confidence`` changes
+        nothing here)."""
         torch = self.torch
         h, w = net_hw or rgb.shape[:2]
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):

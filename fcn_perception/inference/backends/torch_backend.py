@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from fcn_perception.errors import BackendUnavailable
-from fcn_perception.inference.backends import Backend
+from fcn_perception.inference.backends import Backend, split_batch
 from fcn_perception.inference.export import export_module
 from fcn_perception.inference.preprocess import InputSpec, network_input_torch
 
@@ -78,26 +78,47 @@ class TorchBackend(Backend):
             self.module = self.module.half()  # detection uses autocast (box maths stays fp32)
         self.mean, self.std = spec.mean, spec.std
 
-    @torch.inference_mode()
-    def infer(self, rgb: np.ndarray, net_hw: tuple[int, int] | None = None) -> dict:
-        """Contract outputs as torch tensors (on the backend's device)."""
-        cuda = self.device.type == "cuda"
+    def _network_input(self, rgb: np.ndarray, net_hw):
         if not rgb.flags.writeable:
             rgb = rgb.copy()
         img = torch.from_numpy(rgb)
-        if cuda:
+        if self.device.type == "cuda":
             img = img.pin_memory().to(self.device, non_blocking=True)
-        x = network_input_torch(img, self.spec, net_hw)
+        return network_input_torch(img, self.spec, net_hw)
+
+    @torch.inference_mode()
+    def infer(self, rgb: np.ndarray, net_hw: tuple[int, int] | None = None,
+              confidence: bool = False) -> dict:
+        """Contract outputs as torch tensors (on the backend's device)."""
+        return self._run(self._network_input(rgb, net_hw), confidence)
+
+    @torch.inference_mode()
+    def infer_batch(self, images: list[np.ndarray], net_hw: tuple[int, int] | None = None,
+                    confidence: bool = False) -> list[dict]:
+        """Segmentation: one forward pass over the frames (all resized to ``net_hw`` or of
+        one size); detection: one frame at a time (its export takes batch 1)."""
+        if self.task != "segmentation" or len(images) == 1:
+            return [self.infer(img, net_hw, confidence) for img in images]
+        x = torch.cat([self._network_input(img, net_hw) for img in images])
+        return split_batch(self._run(x, confidence), len(images))
+
+    def _run(self, x, confidence: bool = False) -> dict:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        want_conf = confidence and self.task == "segmentation" and self.seg_output == "labels"
         if self.half and self.task == "segmentation":
-            out = self.module(x.half())
+            out = self.module(x.half(), confidence=want_conf)
         elif self.half:
             with torch.autocast("cuda", dtype=torch.float16):
                 out = self.module(x)
+        elif self.task == "segmentation":
+            out = self.module(x, confidence=want_conf)
         else:
             out = self.module(x)
         if self.task == "segmentation":
+            if want_conf:
+                labels, conf = out
+                return {"labels": labels, "confidence": conf.float()}
             return {self.seg_output: out.float() if self.seg_output == "logits" else out}
         names = ("boxes", "scores", "labels", "num_detections", "class_scores")
         return {n: (t.float() if n in ("boxes", "scores") else t) for n, t in zip(names, out)}
