@@ -23,7 +23,6 @@ from fcn_perception.ros import layout
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 DETECTION_2D_ARRAY = "vision_msgs/msg/Detection2DArray"
-LABEL_INFO = "vision_msgs/msg/LabelInfo"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
 # vision_msgs 4.1 (field lines of interfaces/vision_msgs/msg/*.msg)

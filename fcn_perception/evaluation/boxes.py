@@ -24,7 +24,6 @@ import numpy as np
 
 # CamVid 11-class ids (see fcn_perception.evaluation.camvid)
 DEFAULT_CLASS_IDS = (8, 9, 10)  # Car, Pedestrian, Bicyclist
-SIGN_SYMBOL_ID = 6
 DEFAULT_MIN_AREA = 100
 DEFAULT_CONNECTIVITY = 8
 

@@ -32,7 +32,6 @@ PALETTE = (
     (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 )
 IGNORE_INDEX = 11
-IGNORE_COLOR = (0, 0, 0)
 
 
 @dataclass(frozen=True)
