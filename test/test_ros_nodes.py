@@ -418,26 +418,36 @@ def test_lifecycle_transitions(harness, weights, frames):
     assert node._state_machine.current_state[1] == "unconfigured"
     assert node.count_subscribers("image") == 0 and node.heads[0].predictor is None
     assert node.trigger_configure() == nodes.TransitionCallbackReturn.SUCCESS
-    assert node.heads[0].predictor is not None and node._input is None
-    assert node.count_publishers("segmentation/labels") == 0
+    # topics exist from configure on (lifecycle publishers, one subscription) and stay
+    # through deactivate: a re-activation has nothing to rediscover
+    assert node.heads[0].predictor is not None and node._input is not None
+    assert node.count_publishers("segmentation/labels") == 1
+    assert node.count_subscribers("image") == 1
     harness.subscribe("segmentation/labels", Image)
     small = frames[0][:48, :64]
     pub = harness.publisher("image", Image)
+    harness.wait_matched(pub)
+    wait_outputs_matched(harness, node, keys=["labels"])
+    pub.publish(image_msg(small, "rgb8", 5))  # configured but inactive: not answered
+    worker_thread = node._input.worker._thread
     for cycle in range(2):
         assert node.trigger_activate() == nodes.TransitionCallbackReturn.SUCCESS
-        assert node._input is not None and node.count_subscribers("image") == 1
-        harness.wait_matched(pub)
-        wait_outputs_matched(harness, node, keys=["labels"])
         pub.publish(image_msg(small, "rgb8", 10 + cycle))
         harness.message_with_stamp("segmentation/labels", 10 + cycle)
-        worker_thread = node._input.worker._thread
         assert node.trigger_deactivate() == nodes.TransitionCallbackReturn.SUCCESS
-        assert node._input is None and not worker_thread.is_alive()
-        harness.wait(lambda: node.count_subscribers("image") == 0
-                     and node.count_publishers("segmentation/labels") == 0,
-                     what="the subscription and publishers to go")
+        assert node._input is not None and worker_thread.is_alive()
+        pub.publish(image_msg(small, "rgb8", 20 + cycle))  # inactive: ignored
+        time.sleep(0.5)
+        assert node.count_subscribers("image") == 1
+        assert node.count_publishers("segmentation/labels") == 1
+    stamps = [m.header.stamp.sec for m in harness.received.get("segmentation/labels", [])]
+    assert 5 not in stamps and 20 not in stamps and 21 not in stamps, stamps
     assert node.trigger_cleanup() == nodes.TransitionCallbackReturn.SUCCESS
-    assert node.heads[0].predictor is None
+    assert node.heads[0].predictor is None and node._input is None
+    assert not worker_thread.is_alive()
+    harness.wait(lambda: node.count_subscribers("image") == 0
+                 and node.count_publishers("segmentation/labels") == 0,
+                 what="the subscription and publishers to go at cleanup")
 
 
 @pytest.mark.gpu

@@ -53,6 +53,10 @@ class TaskHead:
     # -- configure / cleanup
     def load(self) -> None:
         """Build the (warmed-up) predictor from the parameters."""
+        if self.param("allow_modified_weights"):
+            from fcn_perception.weights_io import DEFAULT_WEIGHTS, allow_modified_weights
+
+            allow_modified_weights(self.param("weights") or DEFAULT_WEIGHTS[self.task])
         self.predictor = self.node.predictor_factory(self.task, **predictor_options(self.param))
         self.classes = [str(c) for c in self.predictor.classes]
         self.lut = drawing.palette_lut(self.predictor.palette, len(self.classes))
@@ -86,8 +90,10 @@ class TaskHead:
         raise NotImplementedError
 
     def create_outputs(self) -> None:
+        """Lifecycle publishers (at configure): visible while inactive, silent until the
+        node is activated; ``label_info`` is published on activation."""
         out_qos = qos.output_qos()
-        self.pubs = {key: self.node.create_publisher(msg_type, topic, out_qos)
+        self.pubs = {key: self.node.create_lifecycle_publisher(msg_type, topic, out_qos)
                      for key, (topic, msg_type) in self.outputs().items()}
         try:
             from vision_msgs.msg import LabelInfo  # optional: a segmentation-only robot
@@ -95,9 +101,8 @@ class TaskHead:
             self.node.get_logger().warning(
                 "vision_msgs is not installed: no label_info is published")
             return
-        self.label_info_pub = self.node.create_publisher(
+        self.label_info_pub = self.node.create_lifecycle_publisher(
             LabelInfo, self.label_info_topic, qos.latched_qos())
-        self.publish_label_info()
 
     def publish_label_info(self) -> None:
         if self.label_info_pub is not None:
@@ -108,7 +113,7 @@ class TaskHead:
     def destroy_outputs(self) -> None:
         for pub in [*self.pubs.values(), self.label_info_pub]:
             if pub is not None:
-                self.node.destroy_publisher(pub)
+                self.node.destroy_lifecycle_publisher(pub)
         self.pubs, self.label_info_pub = {}, None
 
     def label_threshold(self) -> float:

@@ -6,10 +6,15 @@ one subscription, one decode per frame).  Per frame::
     subscription callback -> LatestFrameSlot (never blocks; replaces a waiting frame)
     worker thread -> decode -> task heads (Predictor -> message builders -> publishers)
 
-Lifecycle: *configure* loads the predictor(s); *activate* creates publishers, the
-subscription, the worker and the timers; *deactivate* destroys them; *cleanup* drops the
-predictor(s) and frees GPU memory.  With ``autostart`` (default) the node configures
-and activates itself at start.
+Lifecycle: *configure* loads the predictor(s) and creates the (lifecycle) publishers,
+the subscription and the worker; *activate* opens them (publishers publish, frames are
+taken) and starts the diagnostics timer; *deactivate* closes them again, the topics
+staying matched; *cleanup* destroys them, drops the predictor(s) and frees GPU memory.
+With ``autostart`` (default) the node configures and activates itself at start.
+
+Hardening: ``--ros-args`` (parameters files, ``-p``) are checked before ``rclpy.init``
+(:mod:`~fcn_perception.ros.ros_args`); images above ``max_input_pixels`` are refused
+before decoding; diagnostics WARN below ``expected_rate``; Ctrl-C exits quietly.
 """
 from __future__ import annotations
 
@@ -21,18 +26,19 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import InvalidParameterValueException
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
-from fcn_perception.errors import ConversionError
+from fcn_perception.errors import ConversionError, ImageTooLargeError, ParameterError
 from fcn_perception.imaging.decode import decode_message
 from fcn_perception.inference.backends import free_accelerator_memory
 from fcn_perception.ros import messages, qos
 from fcn_perception.ros.camera_input import LOG_THROTTLE_S, CameraInput
 from fcn_perception.ros.heads import HEADS, TaskHead
 from fcn_perception.ros.params import NODES, descriptor, node_specs
+from fcn_perception.ros.ros_args import check_ros_args
 from fcn_perception.ros.stats import FrameStats, HealthMonitor, task_values
 
 
@@ -149,27 +155,44 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().info(
                 f"{head.task} predictor ready: {len(head.classes)} classes, backend "
                 f"{info['backend']}, device {info['device']}, precision {info['precision']}")
+        try:  # publishers and subscription live until cleanup, gated by activation
+            for head in self.heads:
+                head.create_outputs()
+            self._diag_pub = self.create_lifecycle_publisher(
+                DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
+            self._create_input()
+        except Exception as exc:
+            self.get_logger().error(f"configuring the topics failed: {exc}")
+            self._teardown()
+            self._release_predictors()
+            return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            for head in self.heads:
-                head.create_outputs()
-            self._diag_pub = self.create_publisher(
-                DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
-            self._announced_first = False
-            self._create_input()
-        except Exception as exc:
-            self.get_logger().error(f"activation failed: {exc}")
-            self._teardown()
-            return TransitionCallbackReturn.FAILURE
-        return super().on_activate(state)
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        for head in self.heads:
+            head.publish_label_info()
+        self._announced_first = False
+        v = self.values
+        camera = self._input
+        self._health = HealthMonitor(self.stats, float(v["no_frame_warning_s"]) or 5.0,
+                                     expected_rate=float(v["expected_rate"]),
+                                     upstream=camera.upstream_text if camera else None)
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        if camera is not None:
+            camera.activate()
+        return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
+        if self._input is not None:
+            self._input.deactivate()
+        self._stop_diagnostics()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
         self._release_predictors()
         return super().on_cleanup(state)
 
@@ -197,25 +220,26 @@ class PerceptionNode(LifecycleNode):
         self._input = CameraInput(self, self.stats, self._process, transport=v["input_transport"],
                                   reliability=v["qos_reliability"], depth=v["qos_depth"],
                                   no_frame_warning_s=v["no_frame_warning_s"])
-        self._health = HealthMonitor(self.stats, float(v["no_frame_warning_s"]) or 5.0)
-        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+
+    def _stop_diagnostics(self) -> None:
+        timer, self._diag_timer = self._diag_timer, None
+        if timer is not None:
+            self.destroy_timer(timer)
 
     def _teardown(self) -> None:
         camera, self._input = self._input, None
         if camera is not None:
             camera.close()
-        timer, self._diag_timer = self._diag_timer, None
-        if timer is not None:
-            self.destroy_timer(timer)
+        self._stop_diagnostics()
         for head in self.heads:
             head.destroy_outputs()
         if self._diag_pub is not None:
-            self.destroy_publisher(self._diag_pub)
+            self.destroy_lifecycle_publisher(self._diag_pub)
             self._diag_pub = None
 
     # ------------------------------------------------------------------ worker
     def _decode(self, msg):
-        return decode_message(msg)
+        return decode_message(msg, max_pixels=self.values["max_input_pixels"])
 
     def _process(self, msg, received_at: float) -> None:
         """On the worker thread: decode once, then every head someone listens to."""
@@ -228,6 +252,8 @@ class PerceptionNode(LifecycleNode):
             rgb = self._decode(msg)
         except ConversionError as exc:
             self.stats.count("rejected")
+            if isinstance(exc, ImageTooLargeError):
+                self.stats.count("too_large")
             self.stats.last_error = str(exc)
             self.get_logger().warning(f"skipping a frame from {self._input_topic()}: {exc}",
                                       throttle_duration_sec=LOG_THROTTLE_S)
@@ -259,6 +285,8 @@ class PerceptionNode(LifecycleNode):
                                f"{snap['latency_p50_ms']:.0f} ms, {info['backend']} on "
                                f"{info['device']}")
             values = {"input": self._input.description if self._input else "", **task_values(snap, head.task), **info,
+                      **(self._input.gaps.values() if self._input else {}),
+                      "expected_rate": self.values["expected_rate"],
                       "last_error": self.stats.last_error}
             statuses.append(messages.diagnostic_status(
                 f"{self.get_fully_qualified_name().lstrip('/')}: {head.task}",
@@ -282,9 +310,28 @@ class CombinedNode(PerceptionNode):
         super().__init__(node_name, NODES["perception_node"], **kwargs)
 
 
+NODE_NAMES = {SegmentationNode: "segmentation_node", DetectionNode: "detection_node",
+              CombinedNode: "perception_node"}
+
+
 def run(node_cls, args: list[str] | None = None) -> int:
-    """Create ``node_cls`` and spin it until Ctrl-C or shutdown; the exit status."""
-    rclpy.init(args=args)
+    """Create ``node_cls`` and spin it until Ctrl-C or shutdown; the exit status.
+
+    Bad ``--ros-args`` (a parameters file, ``-p``) end in one ``error:`` line and exit
+    status 2 before ROS starts; Ctrl-C stops the worker before the context goes."""
+    argv = sys.argv if args is None else list(args)
+    name = NODE_NAMES[node_cls]
+    try:
+        for warning in check_ros_args(argv, name, node_specs(NODES[name])):
+            print(f"warning: {warning}", file=sys.stderr)
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # rcl's own argument errors
+        print(f"error: the ROS arguments were refused: {_first_line(exc)}", file=sys.stderr)
+        return 2
     node = None
     status = 0
     try:
@@ -295,8 +342,8 @@ def run(node_cls, args: list[str] | None = None) -> int:
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except InvalidParameterValueException as exc:
-        print(f"error: invalid parameter: {exc}", file=sys.stderr)
+    except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+        print(f"error: invalid parameter: {_first_line(exc)}", file=sys.stderr)
         status = 2
     finally:
         if node is not None:
@@ -304,6 +351,11 @@ def run(node_cls, args: list[str] | None = None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return status
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def segmentation_main(args: list[str] | None = None) -> int:

@@ -6,7 +6,8 @@ specs.  :func:`descriptor` (which imports ``rcl_interfaces``) turns a spec into 
 
 Parameters marked ``runtime`` take effect on the next frame when set with
 ``ros2 param set``; the others are read when the node is configured (weights, backend,
-device, precision) or activated (input transport and QoS): cycle the lifecycle
+device, precision, input transport and QoS: the subscription and publishers are created
+at configure and only gated by activate): cycle the lifecycle
 (deactivate/cleanup/configure/activate) to apply a change.
 """
 from __future__ import annotations
@@ -98,6 +99,13 @@ NODE_PARAMS = (
     ParamSpec("qos_depth", 5, "input subscription history depth", minimum=1, maximum=100),
     ParamSpec("no_frame_warning_s", 5.0, "warn once when no frame has arrived this many "
               "seconds after activation (0: never)", minimum=0.0, maximum=3600.0),
+    ParamSpec("max_input_pixels", 4096 * 4096, "larger images (width x height; for JPEG/PNG "
+              "the size their header declares) are rejected before decoding, counted in "
+              "diagnostics (decompression bombs)", minimum=1, maximum=16384 * 16384,
+              runtime=True),
+    ParamSpec("expected_rate", 0.0, "frames per second the outputs should keep up with; "
+              "diagnostics WARN below 90% of it (0: off)", minimum=0.0, maximum=1000.0,
+              runtime=True),
 )
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
@@ -114,6 +122,8 @@ PREDICTOR_PARAMS = (
               "CUDA, fp32 elsewhere); int8 needs TensorRT", choices=("auto", "fp32", "fp16", "int8")),
     ParamSpec("force_engine_rebuild", False, "tensorrt: build the engine again at configure "
               "even when the cached one's key matches (a weights .engine is used as it is)"),
+    ParamSpec("allow_modified_weights", False, "load weights whose sha256 differs from their "
+              "model card's (edited on purpose); otherwise such weights are refused"),
 )
 
 

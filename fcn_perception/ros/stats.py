@@ -44,12 +44,14 @@ class FrameStats:
 
     ``received`` = ``processed + dropped + rejected + skipped + waiting/in flight``:
     *dropped* frames were replaced by a newer one before the worker took them,
-    *rejected* ones could not be decoded, *skipped* ones had nobody subscribed to any
-    output.  ``latency`` is receipt to last publish (ms); ``inference`` is the time
+    *rejected* ones could not be decoded (*too_large*: the part of them above
+    ``max_input_pixels``, refused before decoding), *skipped* ones had nobody subscribed
+    to any output.  ``latency`` is receipt to last publish (ms); ``inference`` is the time
     spent in each predictor.
     """
 
-    COUNTERS = ("received", "processed", "dropped", "rejected", "skipped", "failed")
+    COUNTERS = ("received", "processed", "dropped", "rejected", "too_large", "skipped",
+                "failed")
 
     def __init__(self, window: int = 300) -> None:
         self._lock = threading.Lock()
@@ -88,16 +90,23 @@ class FrameStats:
 class HealthMonitor:
     """The diagnostics level of a node's input, assessed once per diagnostics period.
 
-    WARN when no frame has arrived for ``silent_after_s`` (since ``start``) or when frames
-    were rejected or failed since the last assessment; otherwise OK, *idle* when frames
-    arrive but nobody subscribes to an output.
+    WARN when no frame has arrived for ``silent_after_s`` (since ``start``), when frames
+    were rejected or failed since the last assessment, or -- with ``expected_rate`` > 0,
+    once :data:`RATE_GRACE_S` have passed -- when the output rate (processed frames per
+    second) is below :data:`RATE_TOLERANCE` x ``expected_rate`` while someone listens;
+    otherwise OK, *idle* when frames arrive but nobody subscribes to an output.
+    ``upstream()`` may return a short text about frames lost before the node (stamp
+    gaps) for the rate warning.
     """
 
     def __init__(self, stats: FrameStats, silent_after_s: float,
-                 now: float | None = None) -> None:
+                 now: float | None = None, expected_rate: float = 0.0,
+                 upstream=None) -> None:
         self.stats = stats
         self.silent_after_s = float(silent_after_s)
         self.started_at = time.monotonic() if now is None else now
+        self.expected_rate = float(expected_rate)
+        self.upstream = upstream
         self._last = dict(stats.counts)
 
     def assess(self, source: str, now: float | None = None) -> tuple[dict, str, str | None]:
@@ -115,7 +124,19 @@ class HealthMonitor:
             return snap, "warn", f"{bad} bad frame(s) skipped: {self.stats.last_error}"
         if delta["processed"] == 0 and delta["skipped"] > 0:
             return snap, "ok", "idle: nobody subscribes to the outputs"
+        if (self.expected_rate > 0 and now - self.started_at >= RATE_GRACE_S
+                and snap["fps"] < RATE_TOLERANCE * self.expected_rate):
+            extra = f"; {self.upstream()}" if self.upstream is not None else ""
+            return snap, "warn", (
+                f"output {snap['fps']:.1f} fps is below expected_rate {self.expected_rate:g}"
+                f" ({delta['dropped']} dropped in the node since the last report{extra})")
         return snap, "ok", None
+
+
+#: seconds after activation before the rate is compared with ``expected_rate``
+RATE_GRACE_S = 5.0
+#: the output rate may be this fraction of ``expected_rate`` before diagnostics warn
+RATE_TOLERANCE = 0.9
 
 
 def task_values(snap: dict, task: str) -> dict:

@@ -1,0 +1,547 @@
+"""The nodes under hostile input and bad arguments.
+
+* parameters files and ``-p`` arguments: one short message naming the file or argument,
+  the parameter and the fix (ROS-free checks of ros_args, plus the real console
+  commands), never a traceback;
+* frames lost before the node: stamp gaps, the output rate against ``expected_rate``;
+* over real DDS: decompression bombs on ``image/compressed`` rejected with < 300 MB of
+  node RSS growth and a good frame answered right after; re-activation without an input
+  gap (the subscription lives from configure to cleanup); Ctrl-C while streaming exits 0
+  without "Failed to publish".
+
+Models are small random ones (a U-Net at 90x120), as in test_ros_nodes.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fcn_perception.errors import ParameterError
+from fcn_perception.ros.input_gaps import StampGaps
+from fcn_perception.ros.params import node_specs
+from fcn_perception.ros.ros_args import check_ros_args
+from fcn_perception.ros.stats import RATE_GRACE_S, FrameStats, HealthMonitor
+
+VENV_BIN = Path(sys.executable).parent
+SEG = node_specs(("segmentation",))
+BOTH = node_specs(("segmentation", "detection"))
+WAIT = 90.0
+
+
+# ============================================================ parameters files and -p
+def params_file(tmp_path: Path, text: str, name: str = "params.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+SECTION = "segmentation_node:\n  ros__parameters:\n"
+PARAM_CASES = [
+    # (id, params-file text or None, extra ros args, expected substrings)
+    ("missing file", None, ["--params-file", "{tmp}/nope.yaml"],
+     ("nope.yaml", "does not exist", "existing YAML file")),
+    ("folder", None, ["--params-file", "{tmp}"], ("is a folder",)),
+    ("YAML syntax", "segmentation_node:\n  ros__parameters:\n    overlay_alpha: [0.5\n", [],
+     ("params.yaml", "YAML syntax error at line", "fix the indentation")),
+    ("not a mapping", "- overlay_alpha\n- 0.5\n", [],
+     ("params.yaml", "holds a list, not a mapping", "ros__parameters")),
+    ("empty file", "", [], ("params.yaml", "empty (null)", "ros__parameters")),
+    ("section a scalar", "segmentation_node: 5\n", [],
+     ("params.yaml", "segmentation_node is an integer", "ros__parameters")),
+    ("ros__parameters a list", SECTION.replace(":\n", ":", 1)[:0]
+     + "segmentation_node:\n  ros__parameters: [1, 2]\n", [],
+     ("params.yaml", "segmentation_node.ros__parameters", "not a mapping", "indent")),
+    ("overlay_alpha: 1", SECTION + "    overlay_alpha: 1\n", [],
+     ("params.yaml", "overlay_alpha must be a float", "write 1.0")),
+    ("qos_depth: 5.5", SECTION + "    qos_depth: 5.5\n", [],
+     ("params.yaml", "qos_depth must be an integer", "5.5")),
+    ("autostart: 'yes'", SECTION + "    autostart: 'yes'\n", [],
+     ("params.yaml", "autostart must be true or false", "unquoted")),
+    ("a list for a string", SECTION + "    input_transport: [raw]\n", [],
+     ("params.yaml", "input_transport must be a string", "got a list")),
+    ("out of range", SECTION + "    overlay_alpha: 3.0\n", [],
+     ("params.yaml", "overlay_alpha=3.0 is above the maximum 1.0", "[0.0, 1.0]")),
+    ("not a choice", SECTION + "    backend: tensorflow\n", [],
+     ("params.yaml", "backend='tensorflow' is not one of", "onnxruntime")),
+    ("wildcard section", "/**:\n  ros__parameters:\n    qos_depth: many\n", [],
+     ("params.yaml", "/**", "qos_depth must be an integer")),
+    ("nested namespace", "/cam1:\n  segmentation_node:\n    ros__parameters:\n"
+     "      max_input_pixels: 1.5e7\n", ["-r", "__ns:=/cam1"],
+     ("params.yaml", "/cam1/segmentation_node", "max_input_pixels must be an integer")),
+    ("-p overlay_alpha:=abc", None, ["-p", "overlay_alpha:=abc"],
+     ("-p overlay_alpha:=abc", "overlay_alpha must be a float", "e.g. 0.5")),
+    ("-p expected_rate:=30", None, ["-p", "expected_rate:=30"],
+     ("expected_rate must be a float", "write 30.0")),
+    ("-p without :=", None, ["-p", "overlay_alpha"], ("expected NAME:=VALUE",)),
+    ("--params-file without a file", None, ["--params-file"], ("needs a file name",)),
+    ("prefixed parameter", "perception_node:\n  ros__parameters:\n    detection:\n"
+     "      max_detections: 10.0\n", [],
+     ("params.yaml", "detection.max_detections must be an integer", "write 10")),
+]
+
+
+@pytest.mark.parametrize("case", PARAM_CASES, ids=[c[0] for c in PARAM_CASES])
+def test_bad_parameters_give_one_message(case, tmp_path):
+    name, text, extra, expect = case
+    args = []
+    if text is not None:
+        args += ["--params-file", str(params_file(tmp_path, text))]
+    args += [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    node = "perception_node" if "perception_node" in (text or "") else "segmentation_node"
+    with pytest.raises(ParameterError) as err:
+        check_ros_args(["prog", "--ros-args", *args], node, BOTH if node == "perception_node"
+                       else SEG)
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 300, message
+    for text_ in expect:
+        assert text_ in message, f"{text_!r} not in {message!r}"
+
+
+def test_good_parameters_pass_and_unknown_names_warn(tmp_path, repo_root):
+    good = params_file(tmp_path, SECTION + "    overlay_alpha: 0.3\n    qos_depth: 3\n"
+                       "    autostart: false\n    max_input_pixels: 1000000\n"
+                       "    expected_rate: 15.0\n    qos_dept: 4\n"
+                       "other_node:\n  ros__parameters:\n    overlay_alpha: wrong\n")
+    warnings = check_ros_args(["prog", "--ros-args", "--params-file", str(good),
+                               "-p", "overlay_alpha:=0.7", "-p", "other:qos_depth:=x",
+                               "-r", "image:=/cam/image_raw"], "segmentation_node", SEG)
+    assert len(warnings) == 1 and "qos_dept" in warnings[0] and "qos_depth" in warnings[0]
+    # the shipped config files pass the same checks
+    for config in sorted((repo_root / "config").glob("*.yaml")):
+        for node, tasks in (("segmentation_node", ("segmentation",)),
+                            ("detection_node", ("detection",)),
+                            ("perception_node", ("segmentation", "detection"))):
+            check_ros_args(["p", "--ros-args", "--params-file", str(config)], node,
+                           node_specs(tasks))
+
+
+def start_node(executable: str, ros_args: list[str], env_extra: dict | None = None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0",
+               **(env_extra or {}))
+    env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
+    return subprocess.Popen([str(VENV_BIN / executable), "--ros-args", *ros_args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["-p", "overlay_alpha:=abc"], "overlay_alpha must be a float"),
+    (["--params-file", "{params}"], "qos_depth must be an integer"),
+])
+def test_node_command_stops_with_one_line(args, expect, tmp_path, ros_domain):
+    """The console command itself: exit status 2, one error line, no traceback, before
+    any model is loaded."""
+    path = params_file(tmp_path, SECTION + "    qos_depth: 5.5\n")
+    proc = start_node("segmentation_node", [a.replace("{params}", str(path)) for a in args])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out, out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], out
+
+
+# ============================================================ counting what is lost
+def test_stamp_gaps_count_frames_lost_before_the_node():
+    gaps = StampGaps(now=lambda: 0.0)
+    period = 33_333_333  # 30 Hz
+    stamps = [i * period for i in range(20)] + [i * period for i in range(25, 40)]
+    lost = [gaps.add(s) for s in stamps]
+    assert sum(lost) == 5 and gaps.lost == 5 and gaps.gaps == 1  # stamps 20..24
+    assert gaps.camera_rate() == pytest.approx(30.0, rel=1e-3)
+    gaps.add(39 * period)  # a repeated stamp
+    gaps.add(10 * period)  # backwards
+    assert gaps.out_of_order == 2 and gaps.lost == 5
+    gaps.add(10**13)  # a stray stamp hours ahead: set aside
+    assert gaps.add(40 * period) == 0 and gaps.resets == 0 and gaps.out_of_order == 3
+    assert gaps.add(42 * period) == 1 and gaps.lost == 6  # the estimate was not disturbed
+    gaps.add(10**13)  # a jump that the next stamps continue: a new stream, not a loss
+    gaps.add(10**13 + period)
+    assert gaps.resets == 1 and gaps.lost == 6
+    assert gaps.add(10**13 + 2 * period) == 0
+
+
+def test_health_warns_below_expected_rate_and_on_rejections():
+    stats = FrameStats()
+    now = time.monotonic()
+    health = HealthMonitor(stats, 5.0, now=now - RATE_GRACE_S - 1, expected_rate=30.0,
+                           upstream=lambda: "12 frame(s) lost before the node")
+    for i in range(30):  # 10 fps over the last 3 s
+        stats.count("received")
+        stats.count("processed")
+        stats.latency.add(5.0, now=now - 3.0 + i * 0.1)
+    _, level, text = health.assess("/image", now=now)
+    assert level == "warn" and "below expected_rate 30" in text and "12 frame(s) lost" in text
+    early = HealthMonitor(stats, 5.0, now=now - 1.0, expected_rate=30.0)
+    assert early.assess("/image", now=now)[1] == "ok"  # within the grace period
+    enough = HealthMonitor(stats, 5.0, now=now - RATE_GRACE_S - 1, expected_rate=10.0)
+    assert enough.assess("/image", now=now)[1] == "ok"  # 10 fps is enough for 10
+    stats.count("rejected")
+    stats.last_error = "JPEG image of 13300x13300 rejected"
+    _, level, text = enough.assess("/image", now=now)
+    assert level == "warn" and "1 bad frame(s)" in text and "13300" in text
+
+
+# ============================================================ over real DDS
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from fcn_perception.imaging.encode import encode, encode_compressed  # noqa: E402
+
+CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
+           "Car", "Pedestrian", "Bicyclist"]
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@pytest.fixture(scope="module")
+def seg_weights(tmp_path_factory) -> Path:
+    """A random U-Net (width 4) whose card asks for a 90x120 network input."""
+    import torch
+
+    from fcn_perception.models import build_model
+    from fcn_perception.weights_io import save_state_dict, write_card
+
+    torch.manual_seed(0)
+    arch = {"name": "unet", "num_classes": len(CLASSES), "width": 4}
+    path = tmp_path_factory.mktemp("weights") / "unet.safetensors"
+    save_state_dict(build_model(arch).state_dict(), path)
+    write_card({"task": "segmentation", "architecture": arch, "classes": CLASSES,
+                "ignore_index": 11, "input": {"mean": [0.485, 0.456, 0.406],
+                                              "std": [0.229, 0.224, 0.225], "size": [90, 120]}},
+               path)
+    return path
+
+
+FRAME = (np.arange(120 * 160 * 3) % 251).astype(np.uint8).reshape(120, 160, 3)
+
+
+def raw_msg(stamp: int, rgb: np.ndarray = FRAME) -> Image:
+    h, w, step, data = encode(rgb, "rgb8")
+    msg = Image(height=h, width=w, step=step, encoding="rgb8")
+    msg.data = data
+    msg.header.frame_id = "camera"
+    msg.header.stamp.sec = stamp
+    return msg
+
+
+def compressed(stamp: int, data: bytes, fmt: str = "jpeg") -> CompressedImage:
+    msg = CompressedImage(format=fmt)
+    msg.data = data
+    msg.header.frame_id = "camera"
+    msg.header.stamp.sec = stamp
+    return msg
+
+
+class Client:
+    """A client node spun in a background executor (with the nodes under test, if any)."""
+
+    def __init__(self, context) -> None:
+        self.node = rclpy.create_node("hardening_client", context=context)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list] = {}
+        self.cond = threading.Condition()
+        self.others: list = []
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def add(self, node):
+        self.others.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def subscribe(self, topic: str, msg_type) -> None:
+        def callback(msg, topic=topic):
+            with self.cond:
+                self.received.setdefault(topic, []).append((time.monotonic(), msg))
+                self.cond.notify_all()
+
+        self.node.create_subscription(msg_type, topic, callback, QoSProfile(depth=50))
+
+    def wait(self, predicate, timeout: float = WAIT, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+                self.cond.wait(0.05)
+
+    def answer(self, topic: str, stamp: int, timeout: float = WAIT):
+        return self.wait(lambda: next((m for _, m in self.received.get(topic, [])
+                                       if m.header.stamp.sec == stamp), None),
+                         timeout, f"{topic} with stamp {stamp}")
+
+    def stamps(self, topic: str) -> list[int]:
+        return [m.header.stamp.sec for _, m in self.received.get(topic, [])]
+
+    def diagnostics(self, name_part: str, predicate, timeout: float = WAIT):
+        def find():
+            for _, arr in reversed(self.received.get("/diagnostics", [])):
+                for status in arr.status:
+                    if name_part in status.name:
+                        values = {kv.key: kv.value for kv in status.values}
+                        if predicate(status, values):
+                            return status, values
+            return None
+        return self.wait(find, timeout, f"diagnostics of {name_part}")
+
+    def close(self) -> None:
+        for node in self.others:
+            node.close()
+        self.executor.shutdown(timeout_sec=5)
+        self.thread.join(10)
+        for node in self.others:
+            node.destroy_node()
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def client(rclpy_context):
+    c = Client(rclpy_context)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+class Output:
+    def __init__(self, proc) -> None:
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, text: str, timeout: float = WAIT) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            time.sleep(0.1)
+        raise AssertionError(f"no {text!r} in {timeout} s:\n" + "\n".join(self.lines))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def test_decompression_bombs_over_dds_then_quiet_ctrl_c(client, seg_weights, ros_domain):
+    """A node process on image/compressed: 3 JPEG bombs (793 bytes declaring 13300x13300)
+    and a valid 13000x13000 PNG (164 KB) are rejected with < 300 MB RSS growth, counted in
+    diagnostics (WARN), and the good frame sent right after them is answered.  Then Ctrl-C
+    while frames stream: exit 0, no "Failed to publish", no traceback."""
+    from test_hardening_decode import jpeg_declaring, png_grey
+
+    jpeg_bomb = jpeg_declaring(13300, 13300)
+    png_bomb = png_grey(13000, 13000)
+    good = encode_compressed(FRAME, "jpeg")
+    proc = start_node("segmentation_node", [
+        "-p", f"weights:={seg_weights}", "-p", "backend:=torch-cpu",
+        "-p", "input_transport:=compressed", "-p", "qos_reliability:=reliable"])
+    out = Output(proc)
+    samples: list[float] = []
+    try:
+        client.subscribe("segmentation/labels", Image)
+        client.subscribe("/diagnostics", DiagnosticArray)
+        pub = client.node.create_publisher(CompressedImage, "image/compressed", RELIABLE)
+        out.wait_for("listening on /image/compressed", timeout=180)
+        client.wait(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
+        for stamp in range(1, 400):  # until the outputs are matched and answer
+            pub.publish(compressed(stamp, good))
+            with contextlib.suppress(AssertionError):
+                client.answer("segmentation/labels", stamp, 1.0)
+                break
+        time.sleep(1.0)
+        base = rss_mb(proc.pid)
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                samples.append(rss_mb(proc.pid))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        for i, data in enumerate([jpeg_bomb] * 3 + [png_bomb]):
+            pub.publish(compressed(1000 + i, data, "png" if data is png_bomb else "jpeg"))
+            time.sleep(0.05)  # one by one: each reaches the worker, none is dropped
+        t_good = time.monotonic()
+        pub.publish(compressed(2000, good))
+        client.answer("segmentation/labels", 2000, timeout=30)
+        answered_s = time.monotonic() - t_good
+        status, values = client.diagnostics(
+            "segmentation", lambda s, v: int(v.get("frames_too_large", 0)) >= 4)
+        time.sleep(0.5)
+        stop.set()
+        sampler.join()
+        growth = max(samples) - base
+        print(f"\nbombs: node RSS {base:.0f} MB before, peak {max(samples):.0f} MB "
+              f"(growth {growth:.0f} MB over {len(samples)} samples); good frame answered "
+              f"{answered_s:.2f} s after it was sent; diagnostics: too_large "
+              f"{values['frames_too_large']}, rejected {values['frames_rejected']}")
+        assert growth < 300, samples
+        assert not set(range(1000, 1004)) & set(client.stamps("segmentation/labels"))
+        assert int(values["frames_rejected"]) >= 4
+
+        def warned(s, v):
+            return s.level == DiagnosticStatus.WARN and "rejected" in s.message
+        client.diagnostics("segmentation", warned, timeout=10)
+        assert "13300x13300" in out.wait_for("skipping a frame from /image/compressed")
+        # Ctrl-C while frames stream: the worker is mid-frame when the context goes
+        streaming = threading.Event()
+
+        def stream():
+            stamp = 3000
+            while not streaming.is_set():
+                pub.publish(compressed(stamp, good))
+                stamp += 1
+                time.sleep(1 / 30)
+
+        streamer = threading.Thread(target=stream, daemon=True)
+        streamer.start()
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+        streaming.set()
+        streamer.join()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out.thread.join(5)
+    assert code == 0, out.text
+    for bad in ("Failed to publish", "context is invalid", "Traceback", "processing a frame "
+                "failed"):
+        assert bad not in out.text, out.text
+
+
+def make_node(client, weights: Path, **params):
+    from fcn_perception.ros import nodes
+
+    overrides = [Parameter(k, value=v) for k, v in {
+        "weights": str(weights), "backend": "torch-cpu", "qos_reliability": "reliable",
+        **params}.items()]
+    return client.add(nodes.SegmentationNode(context=client.context_of(),
+                                             parameter_overrides=overrides))
+
+
+Client.context_of = lambda self: self.node.context
+
+
+def test_reactivation_keeps_the_subscription_and_answers_at_once(client, seg_weights):
+    """The subscription and publishers live from configure to cleanup: while the node is
+    inactive the camera stays matched (no rediscovery after activate) and the outputs stay
+    visible; after each activate the next frames are answered within a second."""
+    from fcn_perception.ros.nodes import TransitionCallbackReturn as R
+
+    node = make_node(client, seg_weights)
+    client.subscribe("segmentation/labels", Image)
+    pub = client.node.create_publisher(Image, "image", RELIABLE)
+    client.wait(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
+    client.wait(lambda: node.heads[0].pubs["labels"].get_subscription_count() > 0,
+                what="the client's subscription")
+    stop = threading.Event()
+    sent: dict[int, float] = {}
+
+    def stream():
+        stamp = 1
+        while not stop.is_set():
+            sent[stamp] = time.monotonic()
+            pub.publish(raw_msg(stamp))
+            stamp += 1
+            time.sleep(1 / 30)
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    delays = []
+    try:
+        client.wait(lambda: client.received.get("segmentation/labels"), what="a first answer")
+        subscription = node._input.sub
+        for _ in range(4):
+            assert node.trigger_deactivate() == R.SUCCESS
+            time.sleep(0.4)
+            assert pub.get_subscription_count() == 1  # still matched while inactive
+            assert client.node.count_publishers("/segmentation/labels") >= 1
+            before = len(client.received["segmentation/labels"])
+            time.sleep(0.3)
+            assert len(client.received["segmentation/labels"]) == before  # gated
+            t_act = time.monotonic()
+            assert node.trigger_activate() == R.SUCCESS
+            client.wait(lambda t_act=t_act: any(
+                t > t_act for t, _ in client.received["segmentation/labels"]),
+                timeout=10, what="an answer after activate")
+            first = next(t for t, _ in client.received["segmentation/labels"] if t > t_act)
+            delays.append(first - t_act)
+            assert node._input.sub is subscription
+    finally:
+        stop.set()
+        streamer.join()
+    print(f"\nfirst answer after activate: {', '.join(f'{d * 1e3:.0f} ms' for d in delays)}")
+    assert max(delays) < 1.0, delays
+
+
+def test_diagnostics_count_upstream_losses_and_warn_below_expected_rate(client, seg_weights):
+    """Stamps with gaps (frames lost before the node) are counted; an unreachable
+    expected_rate gives WARN; a raw Image above max_input_pixels is rejected unseen."""
+    node = make_node(client, seg_weights, expected_rate=500.0, max_input_pixels=100_000)
+    client.subscribe("segmentation/labels", Image)
+    client.subscribe("/diagnostics", DiagnosticArray)
+    pub = client.node.create_publisher(Image, "image", RELIABLE)
+    client.wait(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
+    client.wait(lambda: node.heads[0].pubs["labels"].get_subscription_count() > 0,
+                what="the client's subscription")
+    big = Image(height=2000, width=2000, step=6000, encoding="rgb8")  # 4 Mpx, 12 bytes
+    big.data = bytes(12)
+    big.header.stamp.sec = 10**6
+    skipped = {8, 9, 10, 17}  # 4 frames "lost on the way"
+    t0 = time.monotonic()
+    stamp = 0
+    while time.monotonic() - t0 < RATE_GRACE_S + 2.5:
+        stamp += 1
+        if stamp == 5:
+            pub.publish(big)
+        if stamp not in skipped:
+            msg = raw_msg(0)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp * 100_000_000, 10**9)
+            pub.publish(msg)
+        time.sleep(max(0.0, t0 + stamp * 0.1 - time.monotonic()))
+
+    def rate_warning(s, v):
+        return s.level == DiagnosticStatus.WARN and "below expected_rate 500" in s.message
+    status, values = client.diagnostics("segmentation", rate_warning, timeout=15)
+    print(f"\ndiagnostics: {status.message!r}; lost upstream {values['frames_lost_upstream']}, "
+          f"camera {values['camera_rate_hz']} Hz, input {values['input_rate_hz']} Hz")
+    assert int(values["frames_lost_upstream"]) == len(skipped)
+    assert int(values["frames_too_large"]) == 1
+    assert float(values["camera_rate_hz"]) == pytest.approx(10.0, rel=0.05)
+    assert "frame(s) lost before the node" in status.message
+    assert 10**6 not in client.stamps("segmentation/labels")
+    assert json.loads(json.dumps(values))  # plain strings: a diagnostics aggregator reads them
