@@ -105,3 +105,16 @@ def test_predictor_confidence_on_request(fcn, backend, size, tmp_path, monkeypat
     assert conf.std() > 0  # not a constant
     again = predictor(frame)
     assert again.confidence is None
+
+
+def test_export_cli_confidence_flag(fcn, tmp_path):
+    import onnx
+
+    from fcn_perception.cli import main
+    from fcn_perception.inference.export import onnx_io_specs
+
+    path, _, _ = fcn
+    out = tmp_path / "c.onnx"
+    assert main(["export", "--weights", str(path), "--confidence", "-o", str(out)]) == 0
+    _, outs = onnx_io_specs(onnx.load(str(out), load_external_data=False))
+    assert [o.name for o in outs] == ["labels", "confidence"]

@@ -60,7 +60,8 @@ def export_main(args) -> int:
     with tempfile.TemporaryDirectory(prefix="fcn_export_") as tmp:
         fp32 = out if args.precision == "fp32" else Path(tmp) / f"{out.stem}-fp32.onnx"
         export_onnx(model, task, fp32, card=card, opset=args.opset, height=args.height,
-                    width=args.width, weights_sha256=sha256_of(weights))
+                    width=args.width, weights_sha256=sha256_of(weights),
+                    confidence=args.confidence)
         check_onnx(fp32, task)
         detail = ""
         if args.precision == "fp16":
@@ -168,6 +169,10 @@ def register(subparsers) -> None:
     p.add_argument("--output", "-o", type=Path, default=None,
                    help="ONNX path (default: beside the weights, .onnx)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
+    p.add_argument("--confidence", action="store_true",
+                   help="segmentation with labels output: also output 'confidence' (the top "
+                   "class's softmax probability per pixel), for the nodes' "
+                   "segmentation/confidence topic with an ONNX file or a TensorRT engine")
     p.add_argument("--height", type=int, default=None,
                    help="tracing height (default: the card's input size, else 360; any size runs)")
     p.add_argument("--width", type=int, default=None,
