@@ -19,6 +19,10 @@ def segmentation_tables(card: dict, split: str = "val") -> str:
     for key, title in (("pixel_accuracy", "pixel accuracy"), ("mean_accuracy", "mean accuracy"),
                        ("mean_iou", "mean IoU"), ("fw_iou", "frequency-weighted IoU")):
         lines.append(f"| {title} | {_f(m[key])} |")
+    time = training_time(card)
+    lines.append(f"| training | {time.get('epochs_run', '-')} epochs, "
+                 f"{time.get('train_loop_min', '-')} min (selected: epoch "
+                 f"{card.get('selected_epoch', '-')}) |")
     iou = m["per_class_iou"]
     lines += ["", "| " + " | ".join(names) + " |", "|" + "---:|" * len(names),
               "| " + " | ".join(_f(iou.get(n)) for n in names) + " |"]
@@ -35,9 +39,17 @@ def detection_table(rows: list[tuple[str, dict]], split: str = "val") -> str:
     m0 = first.get("metrics", {}).get(split, first)
     classes = list(m0["per_class_ap"])
     lines = ["| model | mAP@0.5 | mAP@[.5:.95] | " + " | ".join(f"AP50 {c}" for c in classes)
-             + " |", "|---|---:|---:|" + "---:|" * len(classes)]
+             + " | epochs | training (min) |", "|---|---:|---:|" + "---:|" * (len(classes) + 2)]
     for title, d in rows:
         m = d.get("metrics", {}).get(split, d)
+        time = training_time(d)
         lines.append(f"| {title} | {_f(m['map50'])} | {_f(m['map'])} | "
-                     + " | ".join(_f(m["per_class_ap"].get(c)) for c in classes) + " |")
+                     + " | ".join(_f(m["per_class_ap"].get(c)) for c in classes)
+                     + f" | {time.get('epochs_run', '-')} | {time.get('train_loop_min', '-')} |")
     return "\n".join(lines)
+
+
+def training_time(d: dict) -> dict:
+    """The ``{"epochs_run", "train_loop_min", ...}`` of a card (``training.time``) or of a
+    peer's metrics file (``time``)."""
+    return (d.get("training") or {}).get("time") or d.get("time") or {}

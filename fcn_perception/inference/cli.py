@@ -223,8 +223,10 @@ def register(subparsers) -> None:
         "bench", help="time every available backend against torchvision peers",
         description="Print and write a Markdown table of ms/frame (p50, p95) and fps for both "
         "models on every available backend, next to torchvision's fcn_resnet50, "
-        "deeplabv3_mobilenet_v3_large and fasterrcnn_mobilenet_v3_large_fpn (eager, untrained) "
-        "and the machine's FLOP limit (model FLOPs / measured GEMM FLOP/s).")
+        "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large and "
+        "fasterrcnn_mobilenet_v3_large_fpn (eager, untrained), the Faster R-CNN FPN "
+        "EfficientNet-Lite0 peer, and the machine's FLOP limit (model FLOPs / measured GEMM "
+        "FLOP/s).")
     p.add_argument("--tasks", nargs="+", choices=TASK_CHOICES, default=list(TASK_CHOICES))
     p.add_argument("--backends", nargs="+", default=None,
                    help="backends to time (default: every one available here)")
