@@ -545,3 +545,55 @@ def test_diagnostics_count_upstream_losses_and_warn_below_expected_rate(client, 
     assert "frame(s) lost before the node" in status.message
     assert 10**6 not in client.stamps("segmentation/labels")
     assert json.loads(json.dumps(values))  # plain strings: a diagnostics aggregator reads them
+
+
+def test_node_command_with_corrupt_weights_exits_with_one_line(seg_weights, tmp_path,
+                                                               ros_domain):
+    """Weights whose sha256 differs from their card: the console command (autostart)
+    prints one error line naming the file and the fix and exits 2 (an in-process node
+    stays unconfigured instead, for lifecycle managers)."""
+    import shutil
+
+    from fcn_perception.weights_io import card_path_for
+
+    bad = tmp_path / "corrupt.safetensors"
+    shutil.copyfile(seg_weights, bad)
+    shutil.copyfile(card_path_for(seg_weights), card_path_for(bad))
+    data = bytearray(bad.read_bytes())
+    data[-4096:] = bytes(4096)
+    bad.write_bytes(bytes(data))
+    proc = start_node("segmentation_node", ["-p", f"weights:={bad}", "-p", "backend:=torch-cpu"])
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), out
+    for text in ("corrupt.safetensors", "sha256", "allow_modified_weights"):
+        assert text in errors[0], out
+
+
+def test_bag_play_skips_and_counts_undeserialisable_payloads(client, tmp_path):
+    """Malformed payloads in a bag are not forwarded (subscribers' middleware would drop
+    them unseen): bag play skips and counts them; the good ones arrive."""
+    from rosbags.rosbag2 import Writer
+
+    from fcn_perception.bag import typestore as T
+    from fcn_perception.bag.play import play_bag
+
+    store = T.get_typestore()
+    bag = tmp_path / "mixed"
+    with Writer(bag, version=Writer.VERSION_LATEST) as writer:
+        conn = writer.add_connection("/camera/image_raw", T.IMAGE, typestore=store)
+        good = bytes(store.serialize_cdr(T.image_msg(FRAME[:8, :8], 1, "camera"), T.IMAGE))
+        for i, raw in enumerate([good, good[:40], good, b"\x00\x01\x00\x00" + b"\xff" * 64,
+                                 good]):
+            writer.write(conn, (i + 1) * 10_000_000, raw)
+    client.subscribe("/camera/image_raw", Image)
+    logs = []
+    stats = play_bag(bag, reliability="reliable", wait_for_subscribers=1, wait_timeout=60,
+                     delay=0.5, log=logs.append)
+    assert stats.published == {"/camera/image_raw": 3}
+    assert stats.skipped_messages == {"/camera/image_raw": 2}
+    assert any("skipping message 1 on /camera/image_raw" in line for line in logs), logs
+    client.wait(lambda: len(client.received.get("/camera/image_raw", [])) == 3,
+                timeout=20, what="the 3 good messages")

@@ -60,10 +60,16 @@ class PerceptionNode(LifecycleNode):
     predictor_factory: Callable[..., Any] = staticmethod(load_warm_predictor)
 
     def __init__(self, node_name: str, tasks: tuple[str, ...], *,
-                 predictor_factory: Callable[..., Any] | None = None, **kwargs) -> None:
+                 predictor_factory: Callable[..., Any] | None = None,
+                 exit_on_failed_autostart: bool = False, **kwargs) -> None:
+        """``exit_on_failed_autostart`` (the console commands): a failed autostart
+        configure is not logged but kept in ``configure_error`` for the caller to report
+        and exit; otherwise it is logged and the node stays unconfigured."""
         super().__init__(node_name, **kwargs)
         if predictor_factory is not None:
             self.predictor_factory = predictor_factory
+        self.configure_error: str | None = None
+        self._quiet_failure = False
         self.tasks = tuple(tasks)
         self.specs = {s.name: s for s in node_specs(self.tasks)}
         self.values: dict[str, Any] = {}
@@ -81,7 +87,9 @@ class PerceptionNode(LifecycleNode):
         self._declare_parameters()
 
         if self.values["autostart"]:
+            self._quiet_failure = exit_on_failed_autostart
             configured = self.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            self._quiet_failure = False
             if configured and self.context.ok():  # not interrupted while loading
                 self.trigger_activate()
 
@@ -141,20 +149,24 @@ class PerceptionNode(LifecycleNode):
             try:
                 head.load()
             except Exception as exc:  # report any loading failure, never crash
-                reason = (f"could not load the {head.task} predictor: {type(exc).__name__}: "
-                          f"{exc}. The node stays unconfigured: fix the parameter, then "
-                          f"`ros2 lifecycle set {self.get_fully_qualified_name()} configure`")
+                what = "" if isinstance(exc, ValueError) else f"{type(exc).__name__}: "
+                reason = f"could not load the {head.task} predictor: {what}{exc}"
             else:
                 problem = head.configured_problem()
                 reason = problem and f"{head.task}: {problem}"
             if reason:
-                self.get_logger().error(reason)
+                self.configure_error = reason
+                if not self._quiet_failure:
+                    self.get_logger().error(
+                        f"{reason}. The node stays unconfigured: fix the parameter, then "
+                        f"`ros2 lifecycle set {self.get_fully_qualified_name()} configure`")
                 self._release_predictors()
                 return TransitionCallbackReturn.FAILURE
             info = head.describe_backend()
             self.get_logger().info(
                 f"{head.task} predictor ready: {len(head.classes)} classes, backend "
                 f"{info['backend']}, device {info['device']}, precision {info['precision']}")
+        self.configure_error = None
         try:  # publishers and subscription live until cleanup, gated by activation
             for head in self.heads:
                 head.create_outputs()
@@ -335,8 +347,11 @@ def run(node_cls, args: list[str] | None = None) -> int:
     node = None
     status = 0
     try:
-        node = node_cls()
-        if rclpy.ok():  # else Ctrl-C arrived while the models were loading
+        node = node_cls(exit_on_failed_autostart=True)
+        if node.configure_error:  # a bad model file or parameter at start: one line, exit
+            print(f"error: {_first_line(node.configure_error, 600)}", file=sys.stderr)
+            status = 2
+        elif rclpy.ok():  # else Ctrl-C arrived while the models were loading
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             executor.spin()
@@ -353,9 +368,9 @@ def run(node_cls, args: list[str] | None = None) -> int:
     return status
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | str, limit: int = 300) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= 300 else text[:297] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def segmentation_main(args: list[str] | None = None) -> int:
