@@ -50,12 +50,13 @@ class FrameStats:
     spent in each predictor.
     """
 
-    COUNTERS = ("received", "processed", "dropped", "rejected", "too_large", "skipped",
-                "failed")
+    COUNTERS = ("received", "processed", "dropped", "rejected", "skipped", "failed")
+    #: counted besides the partition above: ``too_large`` is a part of ``rejected``
+    EXTRA_COUNTERS = ("too_large",)
 
     def __init__(self, window: int = 300) -> None:
         self._lock = threading.Lock()
-        self.counts = dict.fromkeys(self.COUNTERS, 0)
+        self.counts = dict.fromkeys(self.COUNTERS + self.EXTRA_COUNTERS, 0)
         self.latency = LatencyWindow(window)
         self.inference: dict[str, LatencyWindow] = {}
         self._window = window
@@ -147,5 +148,5 @@ def task_values(snap: dict, task: str) -> dict:
         "latency_p95_ms": snap["latency_p95_ms"],
         "inference_p50_ms": snap.get(f"{task}_inference_p50_ms", float("nan")),
         "inference_p95_ms": snap.get(f"{task}_inference_p95_ms", float("nan")),
-        **{f"frames_{k}": snap[k] for k in FrameStats.COUNTERS},
+        **{f"frames_{k}": snap[k] for k in FrameStats.COUNTERS + FrameStats.EXTRA_COUNTERS},
     }
