@@ -240,6 +240,31 @@ def unknown_suffix(path: Path) -> Path:
     return h5
 
 
+def onnx_with_card(edit):
+    """A case setup: a tiny ONNX file whose embedded model card is ``edit(card)``."""
+
+    def setup(tmp: Path, models, good_bag):
+        import onnx
+
+        class Net(torch.nn.Module):
+            def forward(self, x):
+                return torch.nn.functional.conv2d(x, torch.ones(11, 3, 1, 1)).argmax(1).to(
+                    torch.uint8)
+
+        path = tmp / "embedded.onnx"
+        torch.onnx.export(Net(), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False,
+                          input_names=["image"], output_names=["labels"], opset_version=17)
+        proto = onnx.load(str(path))
+        card = edit(json.loads(card_path_for(models["segmentation"]).read_text()))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "fcn_perception.card", json.dumps(card)
+        onnx.save(proto, str(path))
+        return ["evaluate", "segmentation", "--weights", path, "--backend", "onnxruntime-cpu",
+                "--data", SAMPLE, "--split", "val.txt", "--json", tmp / "m.json"]
+
+    return setup
+
+
 WEIGHT_CASES = [
     # the model card: syntax, types, lengths, values
     Case("card missing",
@@ -311,6 +336,9 @@ WEIGHT_CASES = [
          (DCARD, "architecture.rpn_fg_iou", "1.5", "[0, 1]")),
     Case("R-FCN bool as number", with_card(card_edit("architecture.ohem", 1), "detection"),
          (DCARD, "architecture.ohem", "true or false")),
+    Case("card embedded in an ONNX file", onnx_with_card(lambda c: {**c, "classes": ["a"]}),
+         ("embedded.onnx", "embedded in the ONNX file", "classes", "1 names",
+          "one name per output class")),
     # the weights file
     Case("weights missing", with_weights(lambda p: p.unlink()),
          ("bad_segmentation.safetensors", "does not exist")),

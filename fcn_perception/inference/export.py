@@ -28,7 +28,7 @@ from fcn_perception.inference.contract import (
     check_task,
     validate_io,
 )
-from fcn_perception.weights_io import load_weights_into, read_card, sha256_of
+from fcn_perception.weights_io import load_weights_into, read_card, sha256_of, validate_card
 
 log = logging.getLogger("fcn_perception.inference")
 
@@ -309,9 +309,10 @@ def read_onnx_card(path: str | Path) -> dict:
     meta = read_onnx_metadata(path)
     if CARD_KEY in meta:
         try:
-            return json.loads(meta[CARD_KEY])
+            card = json.loads(meta[CARD_KEY])
         except json.JSONDecodeError as exc:
             raise ModelFileError(f"{path}: embedded model card is not valid JSON: {exc}") from exc
+        return validate_card(card, f"{path.name} (embedded in the ONNX file)")
     try:
         return read_card(path)
     except WeightsError as exc:
