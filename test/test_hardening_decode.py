@@ -79,7 +79,7 @@ def test_jpeg_bomb_is_rejected_from_its_header_without_decoding():
     t0 = time.perf_counter()
     with pytest.raises(ImageTooLargeError, match=r"13300x13300.*max_input_pixels"):
         decode_compressed("jpeg", bomb)
-    assert time.perf_counter() - t0 < 0.05  # decoding would take seconds and 500+ MB
+    assert time.perf_counter() - t0 < 0.5  # decoding takes seconds and 500+ MB
 
 
 def test_valid_png_bomb_is_rejected(png_bomb):
@@ -89,7 +89,7 @@ def test_valid_png_bomb_is_rejected(png_bomb):
     t0 = time.perf_counter()
     with pytest.raises(ImageTooLargeError, match="13000x13000"):
         decode_message(SimpleNamespace(format="png", data=png_bomb))
-    assert time.perf_counter() - t0 < 0.05
+    assert time.perf_counter() - t0 < 0.5
 
 
 def test_jpeg_with_a_second_larger_frame_header_is_rejected():
@@ -332,7 +332,7 @@ def test_fuzz_declared_bombs_rejected_before_decoding(request):
         t0 = time.perf_counter()
         with pytest.raises(ImageTooLargeError):
             decode_compressed(kind, data)
-        assert time.perf_counter() - t0 < 0.05
+        assert time.perf_counter() - t0 < 1.0  # no decoding (generous: a loaded machine)
         seen["cases"] += 1
 
     run()

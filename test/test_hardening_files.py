@@ -547,8 +547,9 @@ def test_shipped_cards_and_architecture_options_pass_the_schema():
 
 
 def test_hash_is_verified_by_every_loader(models, tmp_path):
-    """load_model (torch backend, ONNX export) and load_predictor both refuse edited
-    weights; allow_modified_weights(path) lets that one file through."""
+    """load_model (torch backend, ONNX export) and load_predictor (torch and ONNX
+    Runtime, whose export cache is keyed by the weights' bytes) refuse edited weights;
+    allow_modified_weights(path) lets that one file through."""
     from fcn_perception import load_predictor
     from fcn_perception.inference.export import load_model
     from fcn_perception.weights_io import _allowed_modified, allow_modified_weights
@@ -558,7 +559,9 @@ def test_hash_is_verified_by_every_loader(models, tmp_path):
     shutil.copyfile(card_path_for(models["segmentation"]), card_path_for(edited))
     nan_megabyte(edited)
     for load in (lambda: load_model(edited, "segmentation"),
-                 lambda: load_predictor("segmentation", backend="torch-cpu", weights=edited)):
+                 lambda: load_predictor("segmentation", backend="torch-cpu", weights=edited),
+                 lambda: load_predictor("segmentation", backend="onnxruntime-cpu",
+                                        weights=edited)):
         with pytest.raises(WeightsError, match="sha256"):
             load()
     allow_modified_weights(edited)

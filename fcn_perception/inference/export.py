@@ -28,7 +28,13 @@ from fcn_perception.inference.contract import (
     check_task,
     validate_io,
 )
-from fcn_perception.weights_io import load_weights_into, read_card, sha256_of, validate_card
+from fcn_perception.weights_io import (
+    load_weights_into,
+    read_card,
+    sha256_of,
+    validate_card,
+    verify_sha256,
+)
 
 log = logging.getLogger("fcn_perception.inference")
 
@@ -224,6 +230,7 @@ def cached_onnx(weights: str | Path, task: str | None = None, opset: int = DEFAU
     task = task or card["task"]
     if card["task"] != task:
         raise WeightsError(f"{weights} holds a {card['task']} model, not a {task} model")
+    verify_sha256(weights, card)  # also when a cached export exists for these bytes
     digest = sha256_of(weights)
     folder = Path(directory) if directory else cache_dir("onnx")
     name = card["architecture"].get("name", task)
