@@ -23,7 +23,7 @@ from fcn_perception.weights_io import (
     save_state_dict,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
 
 
