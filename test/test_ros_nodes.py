@@ -220,7 +220,7 @@ def header_of(msg) -> tuple:
 
 
 SEG_TOPICS = {"segmentation/labels": "mono8", "segmentation/color": "rgb8",
-              "segmentation/overlay": "rgb8"}
+              "segmentation/overlay": "rgb8", "segmentation/confidence": "mono8"}
 
 
 # ============================================================================ in-process

@@ -325,7 +325,9 @@ def test_backend_candidates():
 
 def test_predictor_options_from_parameters():
     values = {"weights": "", "backend": "auto", "device": "auto", "precision": "auto",
-              "force_engine_rebuild": False}
+              "force_engine_rebuild": False, "network_height": 0, "network_width": 0,
+              "aspect_policy": "resize", "roi_x": 0, "roi_y": 0, "roi_width": 0,
+              "roi_height": 0}
     assert params.predictor_options(values.get) == {
         "backend": "auto", "device": "auto", "weights": None, "precision": None}
     values.update(weights="m.onnx", backend="tensorrt", device="cuda:2", precision="int8",
@@ -333,6 +335,14 @@ def test_predictor_options_from_parameters():
     assert params.predictor_options(values.get) == {
         "backend": "tensorrt", "device": "cuda", "weights": "m.onnx", "precision": "int8",
         "gpu": 2, "rebuild": True}
+    values.update(network_height=288, network_width=512, aspect_policy="letterbox",
+                  roi_x=10, roi_height=100)
+    options = params.predictor_options(values.get)
+    assert (options["input_size"], options["aspect"], options["roi"]) == (
+        (288, 512), "letterbox", (10, 0, 0, 100))
+    values.update(network_width=0)
+    with pytest.raises(ValueError, match="both network_height and network_width"):
+        params.predictor_options(values.get)
 
 
 def test_device_of_a_backend():

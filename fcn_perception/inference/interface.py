@@ -31,8 +31,12 @@ class LoadedModel(Protocol):
 
 
 class SegmentationPredictor(LoadedModel, Protocol):
-    def __call__(self, rgb: np.ndarray) -> SegmentationResult:
-        """Labels of an ``(H, W, 3)`` uint8 RGB frame at its resolution."""
+    def __call__(self, rgb: np.ndarray, *, confidence: bool = False) -> SegmentationResult:
+        """Labels of an ``(H, W, 3)`` uint8 RGB frame at its resolution (with
+        ``confidence``: and the top class's probability per pixel)."""
+
+    # optional: predict_batch(images, *, confidence=False) -> list[SegmentationResult]
+    # (several cameras in one inference; the nodes call __call__ per frame without it)
 
 
 class DetectionPredictor(LoadedModel, Protocol):
@@ -45,3 +49,6 @@ class DetectionPredictor(LoadedModel, Protocol):
         """Detections of an ``(H, W, 3)`` uint8 RGB frame in its pixels, scoring at least
         ``score_threshold``, at most ``max_detections`` of them (None: the defaults the
         predictor was loaded with)."""
+
+    # optional: predict_batch(images, *, score_threshold=None, max_detections=None)
+    # -> list[DetectionResult] (several cameras in one inference)

@@ -2,7 +2,8 @@
 
 A head reads its task's parameters (under a prefix in ``perception_node``), builds its
 predictor with the node's factory at *configure*, creates its publishers at *activate*
-and, per frame, runs the predictor and publishes only the outputs someone subscribes to.
+and, per batch of frames (one per camera), runs the predictor once and publishes each
+camera's outputs that someone subscribes to, under that camera's namespace.
 The logic it calls is ROS-free: :func:`~fcn_perception.ros.params.predictor_options`,
 :class:`~fcn_perception.ros.filtering.DetectionFilter`, the message builders.
 """
@@ -19,7 +20,13 @@ from fcn_perception.imaging import drawing
 from fcn_perception.inference.backends import device_of
 from fcn_perception.ros import messages, qos
 from fcn_perception.ros.filtering import DetectionFilter
-from fcn_perception.ros.params import parse_device, predictor_options, validate_classes
+from fcn_perception.ros.multi_camera import join_topic
+from fcn_perception.ros.params import (
+    geometry_options,
+    parse_device,
+    predictor_options,
+    validate_classes,
+)
 
 if TYPE_CHECKING:
     from fcn_perception.inference.interface import DetectionPredictor, SegmentationPredictor
@@ -32,6 +39,10 @@ class TaskHead:
     ``prefix`` is the parameter prefix (empty in a single-task node).  ``label_info`` is
     published on ``label_info`` in a single-task node and on ``<namespace>/label_info``
     in ``perception_node``, where the two class maps would otherwise share a topic.
+
+    Publishers exist per camera (``camera_pubs[i]``, topics under camera ``i``'s output
+    namespace; one camera without ``image_topics``: the node's own); ``pubs`` is the
+    first camera's.
     """
 
     task = ""
@@ -44,8 +55,16 @@ class TaskHead:
         self.predictor = None
         self.classes: list[str] = []
         self.lut = drawing.palette_lut(None)
-        self.pubs: dict[str, Any] = {}
-        self.label_info_pub = None
+        self.camera_pubs: list[dict[str, Any]] = []
+        self.label_info_pubs: list[Any] = []
+
+    @property
+    def pubs(self) -> dict[str, Any]:
+        return self.camera_pubs[0] if self.camera_pubs else {}
+
+    @property
+    def label_info_pub(self):
+        return self.label_info_pubs[0] if self.label_info_pubs else None
 
     def param(self, name: str):
         return self.node.values[f"{self.prefix}.{name}" if self.prefix else name]
@@ -75,6 +94,17 @@ class TaskHead:
 
     def apply_runtime_params(self) -> None:
         """Called after configure and after a runtime parameter changed."""
+        self.apply_geometry()
+
+    def apply_geometry(self) -> None:
+        """The runtime geometry parameters (aspect policy, ROI) to the predictor."""
+        geometry = getattr(self.predictor, "geometry", None)
+        if geometry is None:
+            return
+        from dataclasses import replace
+
+        opts = geometry_options(self.param)
+        self.predictor.geometry = replace(geometry, policy=opts["aspect"], roi=opts["roi"])
 
     def validate(self, name: str, value) -> str | None:
         """A reason parameter ``name`` = ``value`` does not suit the loaded model, else None."""
@@ -89,42 +119,67 @@ class TaskHead:
         """key -> (topic, message type)"""
         raise NotImplementedError
 
-    def create_outputs(self) -> None:
+    def create_outputs(self, namespaces: list[str | None] | None = None) -> None:
         """Lifecycle publishers (at configure): visible while inactive, silent until the
-        node is activated; ``label_info`` is published on activation."""
+        node is activated; ``label_info`` is published on activation.  One set per
+        camera: ``namespaces[i]`` is camera ``i``'s output namespace (None: the node's
+        own, relative names)."""
         out_qos = qos.output_qos()
-        self.pubs = {key: self.node.create_lifecycle_publisher(msg_type, topic, out_qos)
-                     for key, (topic, msg_type) in self.outputs().items()}
         try:
             from vision_msgs.msg import LabelInfo  # optional: a segmentation-only robot
         except ImportError:
+            LabelInfo = None
             self.node.get_logger().warning(
                 "vision_msgs is not installed: no label_info is published")
-            return
-        self.label_info_pub = self.node.create_lifecycle_publisher(
-            LabelInfo, self.label_info_topic, qos.latched_qos())
+        self.camera_pubs, self.label_info_pubs = [], []
+        for ns in namespaces or [None]:
+            def where(topic, ns=ns):
+                return topic if ns is None else join_topic(ns, topic)
+
+            self.camera_pubs.append({
+                key: self.node.create_lifecycle_publisher(msg_type, where(topic), out_qos)
+                for key, (topic, msg_type) in self.outputs().items()})
+            if LabelInfo is not None:
+                self.label_info_pubs.append(self.node.create_lifecycle_publisher(
+                    LabelInfo, where(self.label_info_topic), qos.latched_qos()))
 
     def publish_label_info(self) -> None:
-        if self.label_info_pub is not None:
-            header = Header(stamp=self.node.get_clock().now().to_msg())
-            self.label_info_pub.publish(
-                messages.label_info_msg(header, self.classes, self.label_threshold()))
+        header = Header(stamp=self.node.get_clock().now().to_msg())
+        for pub in self.label_info_pubs:
+            pub.publish(messages.label_info_msg(header, self.classes, self.label_threshold()))
 
     def destroy_outputs(self) -> None:
-        for pub in [*self.pubs.values(), self.label_info_pub]:
-            if pub is not None:
-                self.node.destroy_lifecycle_publisher(pub)
-        self.pubs, self.label_info_pub = {}, None
+        for pub in [*(p for pubs in self.camera_pubs for p in pubs.values()),
+                    *self.label_info_pubs]:
+            self.node.destroy_lifecycle_publisher(pub)
+        self.camera_pubs, self.label_info_pubs = [], []
 
     def label_threshold(self) -> float:
         return 0.0
 
-    def listeners(self) -> dict[str, bool]:
-        return {k: p.get_subscription_count() > 0 for k, p in self.pubs.items()}
+    def listeners(self, camera: int = 0) -> dict[str, bool]:
+        """Output key -> whether camera ``camera``'s topic has a subscriber."""
+        if camera >= len(self.camera_pubs):
+            return {}
+        return {k: p.get_subscription_count() > 0 for k, p in self.camera_pubs[camera].items()}
 
     # -- per frame
     def process(self, header, rgb: np.ndarray, wanted: dict[str, bool]) -> None:
+        """One frame of the (first) camera."""
+        self.process_batch([(0, header, rgb, wanted)])
+
+    def process_batch(self, items: list[tuple[int, Any, np.ndarray, dict[str, bool]]]) -> None:
+        """``(camera, header, rgb, wanted outputs)`` per frame: one predictor call for
+        all, then each camera's publishers."""
         raise NotImplementedError
+
+    def predict(self, images: list[np.ndarray], **kwargs) -> list:
+        """The predictor on the frames: one call for one frame, one batch for several
+        when it has ``predict_batch``."""
+        batch = getattr(self.predictor, "predict_batch", None)
+        if len(images) > 1 and batch is not None:
+            return self.timed(batch, images, **kwargs)
+        return self.timed(lambda: [self.predictor(img, **kwargs) for img in images])
 
     def timed(self, call, *args, **kwargs):
         t0 = time.perf_counter()
@@ -143,23 +198,38 @@ class SegmentationHead(TaskHead):
             "labels": ("segmentation/labels", Image),
             "color": ("segmentation/color", Image),
             "overlay": ("segmentation/overlay", Image),
+            "confidence": ("segmentation/confidence", Image),
         }
 
-    def process(self, header, rgb, wanted) -> None:
-        labels = self.timed(self.predictor, rgb).labels
+    def process_batch(self, items) -> None:
+        # confidence costs a softmax (or a second graph): only while someone listens
+        confidence = any(w.get("confidence") for _, _, _, w in items)
+        kwargs = {"confidence": True} if confidence else {}
+        results = self.predict([rgb for _, _, rgb, _ in items], **kwargs)
+        for (camera, header, rgb, wanted), result in zip(items, results):
+            self._publish(self.camera_pubs[camera], header, rgb, wanted, result)
+
+    def _publish(self, pubs, header, rgb, wanted, result) -> None:
+        labels = result.labels
         if labels.shape != rgb.shape[:2]:
             raise RuntimeError(
                 f"the segmentation predictor returned labels of shape {labels.shape} for "
                 f"an image of {rgb.shape[:2]}")
-        if wanted["labels"]:
-            self.pubs["labels"].publish(messages.labels_msg(header, labels))
-        if wanted["color"] or wanted["overlay"]:
+        if wanted.get("labels"):
+            pubs["labels"].publish(messages.labels_msg(header, labels))
+        if wanted.get("color") or wanted.get("overlay"):
             color = drawing.colorize(labels, self.lut)
-            if wanted["color"]:
-                self.pubs["color"].publish(messages.rgb_msg(header, color))
-            if wanted["overlay"]:
+            if wanted.get("color"):
+                pubs["color"].publish(messages.rgb_msg(header, color))
+            if wanted.get("overlay"):
                 overlay = drawing.blend(rgb, color, self.param("overlay_alpha"))
-                self.pubs["overlay"].publish(messages.rgb_msg(header, overlay))
+                pubs["overlay"].publish(messages.rgb_msg(header, overlay))
+        if wanted.get("confidence"):
+            conf = getattr(result, "confidence", None)
+            if conf is None:
+                raise RuntimeError("the segmentation predictor gave no confidence")
+            pubs["confidence"].publish(messages.confidence_msg(
+                header, conf, self.param("confidence_encoding")))
 
 
 class DetectionHead(TaskHead):
@@ -189,6 +259,7 @@ class DetectionHead(TaskHead):
         return None
 
     def apply_runtime_params(self) -> None:
+        self.apply_geometry()
         self.filter = DetectionFilter.for_model(
             self.classes, self.predictor.nms_threshold,
             score_threshold=self.param("score_threshold"),
@@ -196,16 +267,18 @@ class DetectionHead(TaskHead):
             max_detections=self.param("max_detections"), classes=self.param("classes"))
         self.publish_label_info()  # its threshold is score_threshold
 
-    def process(self, header, rgb, wanted) -> None:
+    def process_batch(self, items) -> None:
         # the predictor drops low scores early; the filter applies the other parameters
-        det = self.filter(self.timed(self.predictor, rgb,
-                                     score_threshold=self.filter.score_threshold))
-        self.pubs["detections"].publish(messages.detections_msg(
-            header, det.boxes, det.scores, det.class_ids, det.class_scores))
-        if wanted["image"]:
-            drawn = drawing.draw_detections(rgb, det.boxes, det.scores, det.class_ids,
-                                            self.classes, self.lut)
-            self.pubs["image"].publish(messages.rgb_msg(header, drawn))
+        results = self.predict([rgb for _, _, rgb, _ in items],
+                               score_threshold=self.filter.score_threshold)
+        for (camera, header, rgb, wanted), result in zip(items, results):
+            pubs, det = self.camera_pubs[camera], self.filter(result)
+            pubs["detections"].publish(messages.detections_msg(
+                header, det.boxes, det.scores, det.class_ids, det.class_scores))
+            if wanted.get("image"):
+                drawn = drawing.draw_detections(rgb, det.boxes, det.scores, det.class_ids,
+                                                self.classes, self.lut)
+                pubs["image"].publish(messages.rgb_msg(header, drawn))
 
 
 HEADS = {"segmentation": SegmentationHead, "detection": DetectionHead}

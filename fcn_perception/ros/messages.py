@@ -47,6 +47,22 @@ def rgb_msg(header: Header, rgb: np.ndarray) -> Image:
     return image_msg(header, rgb, "rgb8")
 
 
+def confidence_msg(header: Header, confidence: np.ndarray, encoding: str = "mono8") -> Image:
+    """``segmentation/confidence``: the top class's softmax probability per pixel, at the
+    input resolution: ``mono8`` scaled to 0-255 (rounded) or ``32FC1`` in ``[0, 1]``
+    (little-endian float32)."""
+    conf = np.asarray(confidence, np.float32)
+    if encoding == "mono8":
+        return image_msg(header, np.rint(np.clip(conf, 0.0, 1.0) * 255.0).astype(np.uint8),
+                         "mono8")
+    if encoding != "32FC1":
+        raise ValueError(f"confidence encoding {encoding!r} is not mono8 or 32FC1")
+    pixels = np.ascontiguousarray(conf, "<f4")
+    msg = image_msg(header, pixels.view(np.uint8).reshape(pixels.shape[0], -1), "32FC1")
+    msg.width = int(pixels.shape[1])
+    return msg
+
+
 def detections_msg(header: Header, boxes: np.ndarray, scores: np.ndarray,
                    class_ids: np.ndarray, class_scores: np.ndarray | None = None):
     """``vision_msgs/Detection2DArray`` (:func:`fcn_perception.ros.layout.detection_array`):

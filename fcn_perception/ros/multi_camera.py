@@ -144,6 +144,15 @@ class BatchWorker:
         return not self._thread.is_alive()
 
 
+def parse_image_topics(values) -> list[str]:
+    """The ``image_topics`` parameter as a list of topics: entries stripped, empty ones
+    dropped, comma-separated entries split (a launch argument gives one string)."""
+    out = []
+    for value in values or ():
+        out += [t.strip() for t in str(value).split(",") if t.strip()]
+    return out
+
+
 def topic_namespace(topic: str) -> str:
     """The namespace of a fully qualified topic: ``/cam1/image_raw`` -> ``/cam1``,
     ``/image`` -> ``/``."""

@@ -3,8 +3,12 @@
 ``segmentation_node``, ``detection_node`` and ``perception_node`` (both predictors on
 one subscription, one decode per frame).  Per frame::
 
-    subscription callback -> LatestFrameSlot (never blocks; replaces a waiting frame)
+    subscription callback -> CameraSlots (never blocks; replaces the camera's waiting frame)
     worker thread -> decode -> task heads (Predictor -> message builders -> publishers)
+
+With ``image_topics`` one node serves several cameras with one model: the worker takes
+the waiting frame of every camera (in turn, none starving), runs each predictor once
+on the batch and publishes each camera's outputs under its topic's namespace.
 
 Lifecycle: *configure* loads the predictor(s) and creates the (lifecycle) publishers,
 the subscription and the worker; *activate* opens them (publishers publish, frames are
@@ -35,9 +39,9 @@ from fcn_perception.errors import ConversionError, ImageTooLargeError, Parameter
 from fcn_perception.imaging.decode import decode_message
 from fcn_perception.inference.backends import free_accelerator_memory
 from fcn_perception.ros import messages, qos
-from fcn_perception.ros.camera_input import LOG_THROTTLE_S, CameraInput
+from fcn_perception.ros.camera_input import LOG_THROTTLE_S, CameraInput, camera_namespaces
 from fcn_perception.ros.heads import HEADS, TaskHead
-from fcn_perception.ros.params import NODES, descriptor, node_specs
+from fcn_perception.ros.params import NODES, descriptor, help_text, node_specs
 from fcn_perception.ros.ros_args import check_ros_args
 from fcn_perception.ros.stats import FrameStats, HealthMonitor, task_values
 
@@ -168,8 +172,10 @@ class PerceptionNode(LifecycleNode):
                 f"{info['backend']}, device {info['device']}, precision {info['precision']}")
         self.configure_error = None
         try:  # publishers and subscription live until cleanup, gated by activation
+            namespaces = camera_namespaces(self, self.values["image_topics"],
+                                           self.values["input_transport"] == "compressed")
             for head in self.heads:
-                head.create_outputs()
+                head.create_outputs(namespaces)
             self._diag_pub = self.create_lifecycle_publisher(
                 DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
             self._create_input()
@@ -229,9 +235,11 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------ input
     def _create_input(self) -> None:
         v = self.values
-        self._input = CameraInput(self, self.stats, self._process, transport=v["input_transport"],
+        self._input = CameraInput(self, self.stats, self._process_batch,
+                                  transport=v["input_transport"],
                                   reliability=v["qos_reliability"], depth=v["qos_depth"],
-                                  no_frame_warning_s=v["no_frame_warning_s"])
+                                  no_frame_warning_s=v["no_frame_warning_s"],
+                                  image_topics=v["image_topics"], max_batch=v["max_batch"])
 
     def _stop_diagnostics(self) -> None:
         timer, self._diag_timer = self._diag_timer, None
@@ -254,31 +262,56 @@ class PerceptionNode(LifecycleNode):
         return decode_message(msg, max_pixels=self.values["max_input_pixels"])
 
     def _process(self, msg, received_at: float) -> None:
-        """On the worker thread: decode once, then every head someone listens to."""
-        wanted = [(head, head.listeners()) for head in self.heads]
-        wanted = [(head, w) for head, w in wanted if any(w.values())]
-        if not wanted:
-            self.stats.count("skipped")
+        """One frame of the (first) camera; see :meth:`_process_batch`."""
+        from fcn_perception.ros.multi_camera import CameraFrame
+
+        self._process_batch([CameraFrame(0, (msg, received_at), received_at)])
+
+    def _process_batch(self, batch) -> None:
+        """On the worker thread: decode each camera's frame once, then run every head
+        someone listens to once on the frames it is wanted for, and publish."""
+        start = time.monotonic()
+        cameras = self._input.cameras if self._input is not None else []
+        frames = []  # (camera, msg, received_at, rgb, {head index: wanted})
+        for frame in batch:
+            msg, received_at = frame.item
+            wanted = {i: w for i, head in enumerate(self.heads)
+                      if any((w := head.listeners(frame.camera)).values())}
+            if not wanted:
+                self.stats.count("skipped")
+                continue
+            topic = cameras[frame.camera].topic if frame.camera < len(cameras) else "the input"
+            try:
+                rgb = self._decode(msg)
+            except ConversionError as exc:
+                self.stats.count("rejected")
+                if isinstance(exc, ImageTooLargeError):
+                    self.stats.count("too_large")
+                self.stats.last_error = str(exc)
+                self.get_logger().warning(f"skipping a frame from {topic}: {exc}",
+                                          throttle_duration_sec=LOG_THROTTLE_S)
+                continue
+            if not self._announced_first:
+                self._announced_first = True
+                self.get_logger().info(
+                    f"first frame on {topic}: {rgb.shape[1]}x{rgb.shape[0]} "
+                    f"{getattr(msg, 'encoding', None) or getattr(msg, 'format', '')}")
+            frames.append((frame.camera, msg, received_at, rgb, wanted))
+        if not frames:
             return
-        try:
-            rgb = self._decode(msg)
-        except ConversionError as exc:
-            self.stats.count("rejected")
-            if isinstance(exc, ImageTooLargeError):
-                self.stats.count("too_large")
-            self.stats.last_error = str(exc)
-            self.get_logger().warning(f"skipping a frame from {self._input_topic()}: {exc}",
-                                      throttle_duration_sec=LOG_THROTTLE_S)
-            return
-        if not self._announced_first:
-            self._announced_first = True
-            self.get_logger().info(
-                f"first frame on {self._input_topic()}: {rgb.shape[1]}x{rgb.shape[0]} "
-                f"{getattr(msg, 'encoding', None) or getattr(msg, 'format', '')}")
-        for head, w in wanted:
-            head.process(msg.header, rgb, w)
-        self.stats.latency.add((time.monotonic() - received_at) * 1e3)
-        self.stats.count("processed")
+        for i, head in enumerate(self.heads):
+            items = [(cam, msg.header, rgb, wanted[i])
+                     for cam, msg, _, rgb, wanted in frames if i in wanted]
+            if items:
+                head.process_batch(items)
+        done = time.monotonic()
+        for cam, _, received_at, _, _ in frames:
+            self.stats.latency.add((done - received_at) * 1e3)
+            self.stats.processing.add((done - start) * 1e3)
+            self.stats.count("processed")
+            if cam < len(cameras):
+                cameras[cam].latency.add((done - received_at) * 1e3)
+                cameras[cam].processed += 1
 
     def _input_topic(self) -> str:
         camera = self._input
@@ -297,7 +330,8 @@ class PerceptionNode(LifecycleNode):
                                f"{snap['latency_p50_ms']:.0f} ms, {info['backend']} on "
                                f"{info['device']}")
             values = {"input": self._input.description if self._input else "", **task_values(snap, head.task), **info,
-                      **(self._input.gaps.values() if self._input else {}),
+                      **(self._input.gap_values() if self._input else {}),
+                      **(self._input.camera_values() if self._input else {}),
                       "expected_rate": self.values["expected_rate"],
                       "last_error": self.stats.last_error}
             statuses.append(messages.diagnostic_status(
@@ -333,6 +367,10 @@ def run(node_cls, args: list[str] | None = None) -> int:
     status 2 before ROS starts; Ctrl-C stops the worker before the context goes."""
     argv = sys.argv if args is None else list(args)
     name = NODE_NAMES[node_cls]
+    own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    if "--help" in own or "-h" in own:  # the parameters, and exit without starting ROS
+        print(help_text(name))
+        return 0
     try:
         for warning in check_ros_args(argv, name, node_specs(NODES[name])):
             print(f"warning: {warning}", file=sys.stderr)

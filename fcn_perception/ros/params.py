@@ -106,7 +106,17 @@ NODE_PARAMS = (
     ParamSpec("expected_rate", 0.0, "frames per second the outputs should keep up with; "
               "diagnostics WARN below 90% of it (0: off)", minimum=0.0, maximum=1000.0,
               runtime=True),
+    ParamSpec("image_topics", [], "several cameras on one model: one input topic per camera "
+              "(sensor_msgs/Image; with input_transport compressed, <topic>/compressed); each "
+              "camera's outputs are published under its topic's namespace (/cam1/image_raw -> "
+              "/cam1/segmentation/labels, /cam1/detections, ...) with its header; the "
+              "waiting frames are batched into one inference, cameras served in turn. Empty: "
+              "the single input `image`"),
+    ParamSpec("max_batch", 0, "with image_topics: most frames per inference batch (0: one "
+              "from every camera with a frame waiting)", minimum=0, maximum=64),
 )
+
+ASPECT_POLICIES = ("resize", "letterbox", "crop")
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 
@@ -124,6 +134,25 @@ PREDICTOR_PARAMS = (
               "even when the cached one's key matches (a weights .engine is used as it is)"),
     ParamSpec("allow_modified_weights", False, "load weights whose sha256 differs from their "
               "model card's (edited on purpose); otherwise such weights are refused"),
+    ParamSpec("network_height", 0, "network input height in pixels (0: the model card's "
+              "input size; a card without one runs at each frame's own size); set with "
+              "network_width", minimum=0, maximum=8192),
+    ParamSpec("network_width", 0, "network input width in pixels (0: the model card's)",
+              minimum=0, maximum=8192),
+    ParamSpec("aspect_policy", "resize", "how a frame (or ROI) whose aspect differs from the "
+              "network input's is fitted: resize (stretch), letterbox (scale to fit, pad "
+              "with the mean colour) or crop (centre crop; the sides get label 255, no "
+              "boxes); outputs are always in input-image pixels", choices=ASPECT_POLICIES,
+              runtime=True),
+    ParamSpec("roi_x", 0, "region of interest, left edge in input pixels", minimum=0,
+              maximum=65535, runtime=True),
+    ParamSpec("roi_y", 0, "region of interest, top edge in input pixels", minimum=0,
+              maximum=65535, runtime=True),
+    ParamSpec("roi_width", 0, "region of interest width (0: to the right edge); outside the "
+              "ROI labels are 255, confidence 0, no boxes", minimum=0, maximum=65535,
+              runtime=True),
+    ParamSpec("roi_height", 0, "region of interest height (0: to the bottom edge)",
+              minimum=0, maximum=65535, runtime=True),
 )
 
 
@@ -156,13 +185,34 @@ def predictor_options(param: Callable[[str], Any]) -> dict[str, Any]:
         options["gpu"] = gpu
     if param("force_engine_rebuild"):
         options["rebuild"] = True
+    height, width = int(param("network_height")), int(param("network_width"))
+    if (height > 0) != (width > 0):
+        raise ValueError(f"set both network_height and network_width (got {height}x{width}); "
+                         "0 for both uses the model card's input size")
+    if height > 0:
+        options["input_size"] = (height, width)
+    geometry = geometry_options(param)
+    if geometry["aspect"] != "resize":
+        options["aspect"] = geometry["aspect"]
+    if geometry["roi"] is not None:
+        options["roi"] = geometry["roi"]
     return options
+
+
+def geometry_options(param: Callable[[str], Any]) -> dict[str, Any]:
+    """``aspect`` and ``roi`` (``load_predictor``'s names) from the runtime geometry
+    parameters; ``roi`` None when all four are 0."""
+    roi = tuple(int(param(f"roi_{k}")) for k in ("x", "y", "width", "height"))
+    return {"aspect": param("aspect_policy"), "roi": None if roi == (0, 0, 0, 0) else roi}
 
 
 TASK_PARAMS = {
     "segmentation": (
         ParamSpec("overlay_alpha", 0.5, "weight of the class colours in segmentation/overlay",
                   minimum=0.0, maximum=1.0, runtime=True),
+        ParamSpec("confidence_encoding", "mono8", "segmentation/confidence: mono8 (the top "
+                  "class's softmax probability x 255, rounded) or 32FC1 (the probability in "
+                  "[0, 1])", choices=("mono8", "32FC1"), runtime=True),
     ),
     "detection": (
         ParamSpec("score_threshold", 0.5, "detections scoring below are not published",
@@ -238,6 +288,28 @@ def descriptor(spec: ParamSpec):
     if spec.choices:
         desc.additional_constraints = "one of: " + ", ".join(spec.choices)
     return desc
+
+
+def help_text(executable: str) -> str:
+    """What ``<executable> --help`` prints: usage, then every parameter with its type,
+    default, range and when it applies."""
+    import textwrap
+
+    lines = [f"usage: {executable} [--help] [--ros-args -p NAME:=VALUE ... "
+             "--params-file FILE -r image:=TOPIC ...]", "",
+             f"fcn_perception {executable}: a ROS 2 lifecycle node "
+             f"({' and '.join(NODES[executable])}).  Parameters:", ""]
+    for spec in node_specs(NODES[executable]):
+        extra = (f", one of {spec.range_text()}" if spec.choices else
+                 f", matching {spec.pattern}" if spec.pattern else
+                 f", range {spec.range_text()}" if spec.range_text() else "")
+        when = "runtime" if spec.runtime else "at configure/activate"
+        lines.append(f"  {spec.name} ({spec.kind}, default "
+                     f"{_markdown_value(spec.default)}{extra}; {when})")
+        lines += textwrap.wrap(spec.description, 84, initial_indent="      ",
+                               subsequent_indent="      ")
+    lines += ["", "Topics and examples: the README's \"ROS 2 nodes\" section."]
+    return "\n".join(lines)
 
 
 def markdown_table() -> str:

@@ -46,7 +46,9 @@ class FrameStats:
     *dropped* frames were replaced by a newer one before the worker took them,
     *rejected* ones could not be decoded (*too_large*: the part of them above
     ``max_input_pixels``, refused before decoding), *skipped* ones had nobody subscribed
-    to any output.  ``latency`` is receipt to last publish (ms); ``inference`` is the time
+    to any output.  ``latency`` is receipt to last publish (ms); ``processing`` the
+    worker's time on a frame, decode to last publish (ms; without the wait for the
+    worker; with several cameras, the batch the frame was in); ``inference`` is the time
     spent in each predictor.
     """
 
@@ -58,6 +60,7 @@ class FrameStats:
         self._lock = threading.Lock()
         self.counts = dict.fromkeys(self.COUNTERS + self.EXTRA_COUNTERS, 0)
         self.latency = LatencyWindow(window)
+        self.processing = LatencyWindow(window)
         self.inference: dict[str, LatencyWindow] = {}
         self._window = window
         self.last_received: float | None = None
@@ -76,15 +79,15 @@ class FrameStats:
         window.add(ms)
 
     def snapshot(self) -> dict:
-        """Counters, fps and latency p50/p95 (ms) as a flat dict."""
+        """Counters, fps and latency / processing / inference p50, p95, p99 (ms) as a
+        flat dict."""
         with self._lock:
             out: dict = dict(self.counts)
         out["fps"] = self.latency.rate()
-        out["latency_p50_ms"], out["latency_p95_ms"] = self.latency.percentiles(50, 95)
-        for task, window in self.inference.items():
-            out[f"{task}_inference_p50_ms"], out[f"{task}_inference_p95_ms"] = (
-                window.percentiles(50, 95)
-            )
+        for name, window in (("latency", self.latency), ("processing", self.processing),
+                             *((f"{t}_inference", w) for t, w in self.inference.items())):
+            for q, v in zip(PERCENTILES, window.percentiles(*PERCENTILES)):
+                out[f"{name}_p{q}_ms"] = v
         return out
 
 
@@ -140,13 +143,20 @@ RATE_GRACE_S = 5.0
 RATE_TOLERANCE = 0.9
 
 
+#: the percentiles the diagnostics report (a fleet alarms on the tail: p95, p99)
+PERCENTILES = (50, 95, 99)
+
+
 def task_values(snap: dict, task: str) -> dict:
-    """The diagnostics key/values of one task from a :meth:`FrameStats.snapshot`."""
+    """The diagnostics key/values of one task from a :meth:`FrameStats.snapshot`: fps,
+    latency (receipt to publish), processing (the worker's time per frame) and
+    inference (this task's predictor) p50/p95/p99 in ms, and the frame counters."""
+    nan = float("nan")
     return {
         "fps": snap["fps"],
-        "latency_p50_ms": snap["latency_p50_ms"],
-        "latency_p95_ms": snap["latency_p95_ms"],
-        "inference_p50_ms": snap.get(f"{task}_inference_p50_ms", float("nan")),
-        "inference_p95_ms": snap.get(f"{task}_inference_p95_ms", float("nan")),
+        **{f"latency_p{q}_ms": snap.get(f"latency_p{q}_ms", nan) for q in PERCENTILES},
+        **{f"processing_p{q}_ms": snap.get(f"processing_p{q}_ms", nan) for q in PERCENTILES},
+        **{f"inference_p{q}_ms": snap.get(f"{task}_inference_p{q}_ms", nan)
+           for q in PERCENTILES},
         **{f"frames_{k}": snap[k] for k in FrameStats.COUNTERS + FrameStats.EXTRA_COUNTERS},
     }
