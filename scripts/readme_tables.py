@@ -20,6 +20,16 @@ from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_METRICS = ROOT / "docs" / "peer_fasterrcnn_val.json"
+BENCH = ROOT / "docs" / "bench_cpu.md"
+
+
+def bench_table(path: Path = BENCH) -> str:
+    """The machine lines, the table and the summary of ``fcn-perception bench``'s file."""
+    lines = path.read_text().splitlines()
+    keep = [ln for ln in lines if ln.startswith(("| ", "|---", "- machine", "- measured GEMM",
+                                                 "- load average", "- date", "- vs ",
+                                                 "- FCN", "- R-FCN"))]
+    return "\n".join(keep)
 
 
 def tables() -> dict[str, str]:
@@ -30,7 +40,8 @@ def tables() -> dict[str, str]:
     if PEER_METRICS.is_file():
         peer = json.loads(PEER_METRICS.read_text())
         rows.append((peer["model"], {**peer["val"], "time": peer["time"]}))
-    return {"segmentation": segmentation_tables(seg), "detection": detection_table(rows)}
+    return {"segmentation": segmentation_tables(seg), "detection": detection_table(rows),
+            "benchmark": bench_table()}
 
 
 def write_readme(path: Path = ROOT / "README.md") -> None:

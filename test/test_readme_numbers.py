@@ -16,7 +16,7 @@ def _tables() -> dict[str, str]:
 def test_readme_holds_the_generated_tables():
     readme = (ROOT / "README.md").read_text()
     tables = _tables()
-    assert set(tables) == {"segmentation", "detection"}
+    assert set(tables) == {"segmentation", "detection", "benchmark"}
     for name, table in tables.items():
         assert table.count("\n") >= 2 and table in readme, (
             f"the README's {name} table differs from the cards: run python scripts/readme_tables.py "
@@ -31,3 +31,6 @@ def test_generated_tables_carry_the_card_values():
     assert f"| mean IoU | {seg['mean_iou']:.3f} |" in tables["segmentation"]
     det = read_card(DEFAULT_WEIGHTS["detection"])["metrics"]["val"]
     assert f"| {det['map50']:.3f} | {det['map']:.3f} |" in tables["detection"]
+    bench = (ROOT / "docs" / "bench_cpu.md").read_text()
+    rows = [ln for ln in bench.splitlines() if ln.startswith("| ") and "360x480" in ln]
+    assert rows and all(r in tables["benchmark"] for r in rows)
