@@ -30,6 +30,7 @@ REGISTRARS = {
     "fcn_perception.training.cli": ("train", "evaluate"),
     "fcn_perception.inference.cli": ("export", "build-engine", "bench"),
     "fcn_perception.bag.cli": ("bag",),
+    "fcn_perception.ros.bench_multicamera": ("bench-multicamera",),
 }
 
 
