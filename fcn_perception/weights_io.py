@@ -6,13 +6,13 @@ with ``torch.load(weights_only=True)``).  Each shipped weights file has a model 
 
     {
       "task": "segmentation" | "detection",
-      "architecture": {"name": "fcn8s", "backbone": "resnet18", "num_classes": 11, ...},
+      "architecture": {"name": "fcn8s", "backbone": "efficientnet_lite0", "num_classes": 11, ...},
       "classes": ["Sky", ...],            # index = class id
       "palette": [[128, 128, 128], ...],  # RGB per class id
       "ignore_index": 11,                  # label value never predicted (may be null)
       "input": {"mean": [...], "std": [...], "size": null | [H, W]},
       "training": {...}, "metrics": {...},
-      "weights": "fcn8s_resnet18_camvid.safetensors", "sha256": "..."
+      "weights": "fcn8s_efficientnet_lite0_camvid.safetensors", "sha256": "..."
     }
 
 ``input.size`` null means the network runs at the image's own resolution.
@@ -46,7 +46,7 @@ from fcn_perception.errors import WeightsError
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = {
-    "segmentation": PACKAGE_WEIGHTS / "fcn8s_resnet18_camvid.safetensors",
+    "segmentation": PACKAGE_WEIGHTS / "fcn8s_efficientnet_lite0_camvid.safetensors",
     "detection": PACKAGE_WEIGHTS / "rfcn_efficientnet_lite0_camvid.safetensors",
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
