@@ -47,12 +47,12 @@ def tables() -> dict[str, str]:
 def write_readme(path: Path = ROOT / "README.md") -> None:
     text = path.read_text()
     for name, table in tables().items():
-        pattern = re.compile(rf"(<!-- BEGIN {name} table -->\n).*?(\n<!-- END {name} table -->)",
+        pattern = re.compile(rf"(<!-- BEGIN {name} table -->\n)(?:.*?\n)?(<!-- END {name} table -->)",
                              re.S)
         if not pattern.search(text):
             raise SystemExit(f"{path}: no <!-- BEGIN {name} table --> ... <!-- END {name} "
                              "table --> markers; add them where the table goes")
-        text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
     path.write_text(text)
     print(f"updated {path}")
 
