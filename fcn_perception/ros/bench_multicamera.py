@@ -139,7 +139,7 @@ def _rss_mb(procs) -> float:
 
 def measure_layout(layout: str, counts: tuple[int, ...], params: dict, rate: float,
                    warmup_s: float, duration_s: float, folder: Path, log=print,
-                   startup_timeout: float = 180.0) -> list[RunResult]:
+                   startup_timeout: float = 180.0, stagger: bool = False) -> list[RunResult]:
     """One layout: start its node process(es) once for the largest camera count, then for
     each count publish on the first N cameras only (the other nodes or topics stay idle),
     wait until each of them has answered, warm up and measure."""
@@ -194,7 +194,10 @@ def measure_layout(layout: str, counts: tuple[int, ...], params: dict, rate: flo
         period = 1.0 / rate
         next_t = time.monotonic()
         while not stop.is_set():
-            for k in range(active[0]):  # each active camera at `rate`
+            n = active[0]
+            for k in range(n):  # each active camera at `rate`: together, or spread out
+                if stagger and k:
+                    time.sleep(max(0.0, next_t + k * period / n - time.monotonic()))
                 t = time.time()
                 msg = msgs[k]
                 msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int((t % 1) * 1e9)
@@ -285,7 +288,8 @@ def markdown(results: list[RunResult], meta: dict) -> str:
 
 def run_benchmark(cameras=(1, 2, 4), backend: str = "onnxruntime-cpu", weights: str = "",
                   rate: float = 10.0, warmup_s: float = 3.0, duration_s: float = 10.0,
-                  output: Path | None = Path("docs/bench_multicamera.md"), log=print) -> str:
+                  output: Path | None = Path("docs/bench_multicamera.md"), log=print,
+                  stagger: bool = False) -> str:
     """Measure every camera count in both layouts; print and (optionally) write the
     Markdown table.  Returns the Markdown."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -297,7 +301,7 @@ def run_benchmark(cameras=(1, 2, 4), backend: str = "onnxruntime-cpu", weights: 
         for layout in ("one node", "separate"):
             log(f"{layout}: {', '.join(map(str, cameras))} camera(s) ...")
             results += measure_layout(layout, tuple(cameras), params, rate, warmup_s,
-                                      duration_s, Path(tmp), log)
+                                      duration_s, Path(tmp), log, stagger=stagger)
     results.sort(key=lambda r: (r.cameras, r.layout != "one node"))
     frame = _frames(1)[0]
     meta = {
@@ -307,7 +311,8 @@ def run_benchmark(cameras=(1, 2, 4), backend: str = "onnxruntime-cpu", weights: 
         "model": weights or "the packaged segmentation weights (FCN-8s ResNet-18 CamVid)",
         "backend": backend,
         "frames": f"CamVid val {frame.shape[1]}x{frame.shape[0]} rgb8, published at "
-                  f"{rate:g} Hz per camera",
+                  f"{rate:g} Hz per camera, "
+                  + ("spread over the period" if stagger else "all cameras at the same instant"),
         "measured": f"{duration_s:g} s per row after a {warmup_s:g} s warm-up; outputs: "
                     "segmentation/labels only",
         "latency": "header stamp (publish time) to receipt of the labels",
@@ -330,6 +335,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=10.0, help="frames per second per camera")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per row")
+    p.add_argument("--stagger", action="store_true",
+                   help="spread the cameras' frames over the period (unsynchronised cameras) "
+                   "instead of publishing them at the same instant")
     p.add_argument("--output", "-o", type=Path, default=Path("docs/bench_multicamera.md"),
                    help="Markdown file to write (default docs/bench_multicamera.md)")
 
@@ -347,7 +355,7 @@ def register(subparsers) -> None:
 
 def main_args(args) -> int:
     run_benchmark(tuple(args.cameras), args.backend, args.weights, args.rate, args.warmup,
-                  args.duration, args.output)
+                  args.duration, args.output, stagger=args.stagger)
     return 0
 
 
