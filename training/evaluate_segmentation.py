@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fcn_perception.evaluation.camvid import CamVid
+from fcn_perception.inference.backends import NAMES as BACKEND_NAMES
 from fcn_perception.evaluation.segmentation import ConfusionMatrix, write_outputs
 
 
@@ -46,7 +47,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder (SegNet layout)")
     p.add_argument("--split", required=True, help="split file, e.g. val.txt")
     p.add_argument("--weights", default=None, help="weights (default: the shipped FCN-8s)")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
+                   help="inference backend (auto: the best available here)")
     p.add_argument("--json", required=True, help="metrics JSON to write")
 
 
