@@ -15,8 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from fcn_perception.evaluation.camvid import CamVid
-from fcn_perception.inference.backends import NAMES as BACKEND_NAMES
 from fcn_perception.evaluation.segmentation import ConfusionMatrix, write_outputs
+from fcn_perception.inference.backends import NAMES as BACKEND_NAMES
 
 
 def evaluate_segmentation(predictor, dataset: CamVid, progress: bool = True):
