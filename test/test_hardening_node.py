@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import OutputReader
 
 from fcn_perception.errors import ParameterError
 from fcn_perception.ros.input_gaps import StampGaps
@@ -329,30 +330,6 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-class Output:
-    def __init__(self, proc) -> None:
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self.thread.start()
-
-    def _read(self, proc) -> None:
-        for line in proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_for(self, text: str, timeout: float = WAIT) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if text in line:
-                    return line
-            time.sleep(0.1)
-        raise AssertionError(f"no {text!r} in {timeout} s:\n" + "\n".join(self.lines))
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
 def test_decompression_bombs_over_dds_then_quiet_ctrl_c(client, seg_weights, ros_domain):
     """A node process on image/compressed: 3 JPEG bombs (793 bytes declaring 13300x13300)
     and a valid 13000x13000 PNG (164 KB) are rejected with < 300 MB RSS growth, counted in
@@ -366,7 +343,7 @@ def test_decompression_bombs_over_dds_then_quiet_ctrl_c(client, seg_weights, ros
     proc = start_node("segmentation_node", [
         "-p", f"weights:={seg_weights}", "-p", "backend:=torch-cpu",
         "-p", "input_transport:=compressed", "-p", "qos_reliability:=reliable"])
-    out = Output(proc)
+    out = OutputReader(proc, WAIT)
     samples: list[float] = []
     try:
         client.subscribe("segmentation/labels", Image)

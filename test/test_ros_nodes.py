@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import OutputReader
 from PIL import Image as PILImage
 
 rclpy = pytest.importorskip("rclpy")
@@ -576,32 +577,6 @@ def start_node(executable: str, ros_args: list[str], env_extra: dict | None = No
                             env=env)
 
 
-class OutputReader:
-    """Collects a process's output lines in a thread."""
-
-    def __init__(self, proc) -> None:
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self.thread.start()
-
-    def _read(self, proc) -> None:
-        for line in proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_for(self, text: str, timeout: float = WAIT) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if text in line:
-                    return line
-            time.sleep(0.1)
-        raise AssertionError(f"no line with {text!r} in {timeout} s:\n" + "\n".join(self.lines))
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
 def stop(proc, timeout: float = 20.0) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -630,7 +605,7 @@ def test_node_process_namespace_qos_warnings_and_outputs(harness, weights, frame
         "-r", "__ns:=/cam1", "-r", "image:=/cam1/image_raw",
         "-p", f"weights:={weights['segmentation']}", "-p", "backend:=torch-cpu",
         "-p", "qos_reliability:=reliable", "-p", "no_frame_warning_s:=1.0"])
-    reader = OutputReader(proc)
+    reader = OutputReader(proc, WAIT)
     try:
         harness.subscribe("/cam1/segmentation/labels", Image)
         harness.subscribe("/cam1/segmentation/overlay", Image)
@@ -684,7 +659,7 @@ def test_stream_30hz_for_20s_drops_instead_of_queueing(harness, tmp_path, frames
             "name": "fcn8s", "backbone": "resnet18", "num_classes": len(CLASSES)})
     proc = start_node("segmentation_node", ["-p", f"weights:={weights_path}",
                                             "-p", "backend:=torch-cpu"])
-    reader = OutputReader(proc)
+    reader = OutputReader(proc, WAIT)
     try:
         harness.subscribe("segmentation/labels", Image, QoSProfile(depth=5))
         harness.subscribe("/diagnostics", DiagnosticArray)
