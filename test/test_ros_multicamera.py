@@ -16,20 +16,19 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+import ros_harness  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from test_ros_nodes import (  # noqa: E402
+from ros_harness import (  # noqa: E402
     CLASSES,
-    Harness,
     as_array,
     det_params,
     header_of,
     image_msg,
     make_node,
-    make_weights,
     seg_params,
 )
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from fcn_perception.imaging import camera_encodings as ce  # noqa: E402
 from fcn_perception.imaging.decode import decode  # noqa: E402
@@ -37,31 +36,11 @@ from fcn_perception.inference.geometry import UNSEEN_LABEL  # noqa: E402
 from fcn_perception.inference.predictor import load_predictor  # noqa: E402
 from fcn_perception.ros import nodes  # noqa: E402
 
+# the shared fixtures of test/ros_harness.py
+weights, frames, harness = ros_harness.weights, ros_harness.frames, ros_harness.harness
+
 VENV_BIN = Path(sys.executable).parent
 CAMERAS = ["/cam1/image_raw", "/cam2/image_raw", "/cam3/image_raw"]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("weights")
-    return {task: make_weights(folder, task) for task in ("segmentation", "detection")}
-
-
-@pytest.fixture(scope="module")
-def frames(camvid_dir: Path) -> list[np.ndarray]:
-    from PIL import Image as PILImage
-
-    paths = sorted((camvid_dir / "val").glob("*.png"))[:3]
-    return [np.asarray(PILImage.open(p).convert("RGB")) for p in paths]
-
-
-@pytest.fixture
-def harness(rclpy_context):
-    h = Harness(rclpy_context)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 class FakePredictorForWiring:
