@@ -1,4 +1,5 @@
-"""Command-line help: bag play / record describe themselves, bag eval lists its backends."""
+"""Command-line help: bag play / record describe themselves; bag eval and both evaluate
+commands list their backends."""
 from __future__ import annotations
 
 import pytest
@@ -18,9 +19,14 @@ def test_bag_subcommands_have_descriptions(command, words, capsys):
     assert words in out
 
 
-def test_bag_eval_backend_lists_its_choices(capsys):
+@pytest.mark.parametrize("command", [
+    ["bag", "eval", "x", "--json", "j", "--report", "r"],
+    ["evaluate", "segmentation", "--data", "d", "--split", "s", "--json", "j"],
+    ["evaluate", "detection", "--data", "d", "--split", "s", "--json", "j"],
+], ids=["bag-eval", "evaluate-segmentation", "evaluate-detection"])
+def test_backend_option_lists_its_choices(command, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["bag", "eval", "x", "--json", "j", "--report", "r", "--backend", "bogus"])
+        main([*command, "--backend", "bogus"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'bogus'" in err and "onnxruntime-cpu" in err

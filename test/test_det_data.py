@@ -84,3 +84,40 @@ def test_flip_moves_boxes_and_collate_pads():
     images, targets, sizes = collate([a, b])
     assert images.shape == (2, 3, 25, 30) and sizes == [(20, 30), (25, 10)]
     assert float(images[1, :, :, 10:].abs().max()) == 0.0 and targets[1]["boxes"].shape == (0, 4)
+
+
+def test_scale_jitter_resizes_frame_and_boxes_together():
+    """A bright square with its box: after the random resize the box still frames it."""
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[40:80, 60:100] = 255
+    boxes = np.array([[60.0, 40.0, 100.0, 80.0]], np.float32)
+    torch.manual_seed(0)
+    t = DetectionTransform(True, (0, 0, 0), (1, 1, 1), jitter=0.0, scale_range=(0.5, 1.5))
+    heights = []
+    for _ in range(12):
+        x, tg = t(image, boxes, np.array([0]))
+        h, w = x.shape[-2:]
+        s = h / 120
+        assert w == pytest.approx(160 * s, abs=1) and 60 <= h <= 180
+        x1, y1, x2, y2 = tg["boxes"][0].tolist()
+        assert (y2 - y1) == pytest.approx(40 * s, abs=0.6)
+        ys, xs = np.nonzero(x[0].numpy() > 0.5)
+        assert ys.min() == pytest.approx(y1, abs=1.5) and ys.max() + 1 == pytest.approx(y2, abs=1.5)
+        assert min(xs.min(), w - xs.max() - 1) == pytest.approx(min(x1, w - x2), abs=1.5)
+        heights.append(h)
+    assert len(set(heights)) > 6  # a factor drawn per frame, both ways of 1
+    assert min(heights) < 100 and max(heights) > 140
+    same = DetectionTransform(False, (0, 0, 0), (1, 1, 1), scale_range=(0.5, 1.5))
+    assert same(image, boxes, np.array([0]))[0].shape == (3, 120, 160)  # evaluation: native
+    with pytest.raises(ValueError, match="scale_range"):
+        DetectionTransform(True, (0, 0, 0), (1, 1, 1), scale_range=(1.2, 0.8))
+
+
+def test_peer_keeps_the_input_size():
+    """The Faster R-CNN peer sees the pixels it is given (native or jittered), no resize."""
+    from fcn_perception.models.fasterrcnn_peer import build_fasterrcnn_peer
+
+    model = build_fasterrcnn_peer(3).eval()
+    for h, w in ((200, 296), (360, 480), (450, 600)):
+        batch, _ = model.transform([torch.rand(3, h, w)])
+        assert batch.image_sizes == [(h, w)]

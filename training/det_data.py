@@ -104,14 +104,29 @@ def _default_palette(n: int) -> list[list[int]]:
     return [[int(255 * v) for v in colorsys.hsv_to_rgb(i / max(n, 1), 0.8, 0.95)] for i in range(n)]
 
 
+def augmentation_description(scale_range=(1.0, 1.0), jitter: float = 0.2) -> str:
+    """The training augmentation in words, for the model card."""
+    lo, hi = (float(v) for v in scale_range)
+    scale = "native resolution" if (lo, hi) == (1.0, 1.0) else \
+        f"frame resized by a factor in [{lo:g}, {hi:g}]"
+    return f"horizontal flip, colour jitter {jitter:g}; {scale}"
+
+
 class DetectionTransform:
     """``(image, boxes, labels) -> (float (3,H,W) normalised, {"boxes", "labels"})``.
 
-    Training adds a random horizontal flip and colour jitter; boxes that become
-    empty are dropped.
+    Training adds a random horizontal flip, colour jitter and, with ``scale_range``
+    ``(lo, hi)``, a resize of the whole frame by a factor drawn uniformly from it (boxes
+    follow); boxes that become empty are dropped.  ``(0.75, 1.25)`` keeps the mean
+    pixel count (and so the epoch time) of native-resolution training.
     """
 
-    def __init__(self, train: bool, mean, std, jitter: float = 0.2) -> None:
+    def __init__(self, train: bool, mean, std, jitter: float = 0.2,
+                 scale_range: tuple[float, float] = (1.0, 1.0)) -> None:
+        lo, hi = (float(v) for v in scale_range)
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"scale_range must be 0 < lo <= hi, got {scale_range}")
+        self.scale_range = (lo, hi) if train else (1.0, 1.0)
         ops = []
         if train:
             ops += [v2.RandomHorizontalFlip(),
@@ -129,6 +144,11 @@ class DetectionTransform:
                                               format="XYXY", canvas_size=(h, w)),
             "labels": torch.from_numpy(np.asarray(labels, np.int64)),
         }
+        lo, hi = self.scale_range
+        if (lo, hi) != (1.0, 1.0):
+            s = float(torch.empty(()).uniform_(lo, hi))
+            size = [max(1, round(h * s)), max(1, round(w * s))]
+            img, target = v2.Resize(size, antialias=True)(img, target)
         img, target = self.ops(img, target)
         return img.as_subclass(torch.Tensor), {
             "boxes": target["boxes"].as_subclass(torch.Tensor).reshape(-1, 4),

@@ -1,10 +1,14 @@
 """Evaluate a detector: mAP@0.5 and COCO mAP@[.5:.95], per-class AP, a PR curve.
 
     fcn-perception evaluate detection --data ../shared/camvid --split val.txt \
-        [--weights PATH] --json out/det_val.json
+        [--weights PATH] [--backend onnxruntime] --json out/det_val.json
 
 Without ``--weights`` the shipped default detector
 (``fcn_perception/weights/rfcn_efficientnet_lite0_camvid.safetensors`` and its card) is used.
+It runs through the same :class:`~fcn_perception.inference.predictor.Predictor` as the
+nodes, on the backend ``--backend`` names (``auto``: the best available here), with no
+score threshold beyond the model's own, so every backend and precision is scored the
+same way.
 On a CamVid-layout folder the ground-truth boxes are derived from the label maps with
 the rule recorded in the model card (classes, minimum area, connectivity), the rule
 the model was trained with; a ``.json`` split is read as COCO annotations.
@@ -26,6 +30,7 @@ from tqdm import tqdm
 from fcn_perception.evaluation.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
 from fcn_perception.evaluation.detection import DetectionEvaluator
 from fcn_perception.evaluation.plots import plot_pr_curves
+from fcn_perception.inference.backends import NAMES as BACKEND_NAMES
 from fcn_perception.training.det_data import image_tensor, open_detection_split
 from fcn_perception.weights_io import DEFAULT_WEIGHTS, load_weights_into, read_card
 
@@ -46,6 +51,21 @@ def evaluate_model(predict, source, mean, std, device, desc: str = "val",
         times.append(1000 * (time.perf_counter() - t0))
         ev.add(det["boxes"].float().cpu().numpy(), det["scores"].float().cpu().numpy(),
                det["labels"].cpu().numpy(), gt_boxes, gt_labels)
+    return ev, float(np.median(times)) if times else 0.0
+
+
+def evaluate_detector(predictor, source, desc: str = "evaluate"
+                      ) -> tuple[DetectionEvaluator, float]:
+    """Run a detection Predictor (uint8 RGB frame -> DetectionResult) over a detection
+    source; return the filled evaluator and the median backend latency (ms)."""
+    ev = DetectionEvaluator(source.classes, predictor.max_detections or int(
+        predictor.card.get("architecture", {}).get("max_detections", 100)))
+    times = []
+    for i in tqdm(range(len(source)), desc=desc, leave=False):
+        gt_boxes, gt_labels = source.boxes(i)
+        det = predictor(source.load_image(i), score_threshold=0.0)
+        times.append(det.latency_ms)
+        ev.add(det.boxes, det.scores, det.class_ids, gt_boxes, gt_labels)
     return ev, float(np.median(times)) if times else 0.0
 
 
@@ -70,26 +90,32 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None,
                    help="detector weights (.safetensors with its .json card); "
                         "default: the shipped R-FCN")
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
+                   help="inference backend (auto: the best available here)")
+    p.add_argument("--precision", default=None, choices=("fp32", "fp16", "int8"),
+                   help="backend precision (default: the backend's)")
     p.add_argument("--json", required=True, help="where to write the metrics JSON")
     p.add_argument("--pr-png", default=None, help="precision-recall plot (default: beside --json)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the physical cores)")
     p.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def eval_main(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    model, card = load_detector(args.weights, device)
+    from fcn_perception import load_predictor
+
+    predictor = load_predictor("detection", backend=args.backend, weights=args.weights,
+                               precision=args.precision, device=args.device,
+                               num_threads=args.threads or None)
+    card = predictor.card
     rule = card.get("box_derivation") or {}
     source = open_detection_split(args.data, args.split, card["classes"],
                                   int(rule.get("min_area", DEFAULT_MIN_AREA)),
                                   int(rule.get("connectivity", DEFAULT_CONNECTIVITY)),
                                   args.limit)
-    mean, std = card["input"]["mean"], card["input"]["std"]
-    ev, ms = evaluate_model(model, source, mean, std, device, "evaluate",
-                            int(card["architecture"].get("max_detections", 100)))
+    print(f"{len(source)} frames, backend {predictor.backend_name} ({predictor.precision})",
+          file=sys.stderr)
+    ev, ms = evaluate_detector(predictor, source)
     summary = ev.summary()
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +126,8 @@ def eval_main(args: argparse.Namespace) -> int:
         "weights": str(args.weights or DEFAULT_WEIGHTS["detection"]),
         "data": str(args.data), "split": str(args.split),
         "ground_truth": getattr(source, "rule", None),
-        "ms_per_frame_median": ms, "device": str(device),
+        "ms_per_frame_median": ms, "backend": predictor.backend_name,
+        "precision": predictor.precision,
         "pr_curve_png": str(png),
     }
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -30,8 +30,7 @@ class FasterRCNNAdapter:
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # the model normalises internally
 
     def __init__(self, args: argparse.Namespace, classes) -> None:
-        self.model = build_fasterrcnn_peer(len(classes), args.pretrained, args.min_size,
-                                           args.max_size)
+        self.model = build_fasterrcnn_peer(len(classes), args.pretrained)
 
     def train_mode(self, model) -> None:
         model.train()
@@ -102,7 +101,7 @@ def bench_main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     frame = np.asarray(Image.open(args.image).convert("RGB"))
     rfcn, card = load_detector(args.rfcn)
-    peer = build_fasterrcnn_peer(len(card["classes"]), None, *frame.shape[:2]).eval()
+    peer = build_fasterrcnn_peer(len(card["classes"]), None).eval()
     peer.load_state_dict(load_state_dict(args.peer))
     x_rfcn = image_tensor(frame, card["input"]["mean"], card["input"]["std"])[None]
     x_peer = image_tensor(frame, (0, 0, 0), (1, 1, 1))[None]
@@ -125,8 +124,6 @@ def main(argv=None) -> int:
     add_common_args(parser)
     parser.add_argument("--pretrained", default="imagenet",
                         help="backbone init: 'imagenet' (the EfficientNet-Lite0 wheel) or none")
-    parser.add_argument("--min-size", type=int, default=360)
-    parser.add_argument("--max-size", type=int, default=480)
     parser.add_argument("--metrics-out", default=None, metavar="JSON",
                         help="also write the val metrics, recipe and training time here "
                              "(the README's peer row: docs/peer_fasterrcnn_val.json)")
@@ -139,7 +136,7 @@ def main(argv=None) -> int:
 
         recipe = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr",
                                                  "weight_decay", "warmup_epochs", "pretrained",
-                                                 "min_size", "max_size", "threads")}
+                                                 "scale_range", "threads")}
         Path(args.metrics_out).write_text(json.dumps({
             "model": NAME, "val": summary["val"], "best_epoch": summary["best_epoch"],
             "val_ms_per_frame": summary["val_ms_per_frame"], "recipe": recipe,

@@ -38,6 +38,7 @@ from fcn_perception.training.det_data import (
     DEFAULT_CLASSES,
     DetectionSet,
     DetectionTransform,
+    augmentation_description,
     collate,
     open_detection_split,
 )
@@ -68,6 +69,9 @@ def add_common_args(p: argparse.ArgumentParser, epochs: int = 12) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup-epochs", type=float, default=0.5)
     p.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm (0: off)")
+    p.add_argument("--scale-range", type=float, nargs=2, default=(1.0, 1.0), metavar=("LO", "HI"),
+                   help="training: resize each frame by a factor drawn from [LO, HI] "
+                        "(1 1: native resolution only)")
     p.add_argument("--val-every", type=int, default=1)
     engine.add_run_args(p)
 
@@ -177,7 +181,7 @@ class RFCNAdapter:
                 "weight_decay", "warmup_epochs", "clip_grad", "trainable_layers", "seed",
                 "pretrained", "init_backbone", "ohem")} | {
                 "backbone_init": self.init, "frozen_bn": bool(self.frozen_bn),
-                "augmentation": "horizontal flip, colour jitter 0.2; native resolution",
+                "augmentation": augmentation_description(config.get("scale_range") or (1, 1)),
                 "world_size": config.get("world_size")},
             "selected_epoch": int(state["epoch"]) + 1,
             "metrics": {"val": val},
@@ -208,7 +212,8 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
     if dist.world_size > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_set = DetectionSet(train_src, DetectionTransform(True, adapter.mean, adapter.std))
+    train_set = DetectionSet(train_src, DetectionTransform(True, adapter.mean, adapter.std,
+                                                          scale_range=args.scale_range))
     steps = max(1, len(train_set) // (args.batch_size * dist.world_size))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = engine.build_optimizer(params, args.optimizer, args.lr, args.weight_decay)

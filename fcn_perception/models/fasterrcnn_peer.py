@@ -5,8 +5,8 @@ Backbone taps ``s8``/``s16``/``s32`` (40/112/1280 ch) -> a 96-channel
 :class:`torchvision.ops.FeaturePyramidNetwork` plus a max-pool level; anchors 16, 32,
 64 and 128 px (one size per level) x height/width ratios 0.5, 1, 2; RoIAlign 7x7 over
 the three tapped levels; the two-layer MLP box head of torchvision.  Its internal
-resize is the native frame size (``min_size``/``max_size`` 360/480 for CamVid), so it
-sees the same pixels as R-FCN.  It normalises internally (ImageNet mean/std), so it is
+transform keeps the input size (:class:`KeepSizeTransform`): the data pipeline does any
+resizing, as for R-FCN, so both see the same pixels in training and evaluation.  It normalises internally (ImageNet mean/std), so it is
 fed ``[0, 1]`` images.  Not shipped; trained by
 :mod:`fcn_perception.training.peer_fasterrcnn` and timed by ``fcn-perception bench``.
 """
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -48,12 +49,21 @@ class LiteFPN(nn.Module):
         return self.fpn(OrderedDict((k, taps[k]) for k in LEVELS))
 
 
-def build_fasterrcnn_peer(num_classes: int, pretrained: str | Path | None = None,
-                          min_size: int = 360, max_size: int = 480) -> FasterRCNN:
+class KeepSizeTransform(GeneralizedRCNNTransform):
+    """torchvision's normalise-and-batch transform without its resize: images keep the
+    size they come with (native frames, or the training scale jitter's)."""
+
+    def resize(self, image: torch.Tensor, target: dict | None = None):
+        return image, target
+
+
+def build_fasterrcnn_peer(num_classes: int, pretrained: str | Path | None = None) -> FasterRCNN:
     """The peer for ``num_classes`` foreground classes (torchvision labels ``1..C``)."""
     anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,)),
                               aspect_ratios=((0.5, 1.0, 2.0),) * 4)
-    return FasterRCNN(LiteFPN(pretrained), num_classes=num_classes + 1,
-                      rpn_anchor_generator=anchors,
-                      box_roi_pool=MultiScaleRoIAlign(list(LEVELS), 7, 2),
-                      min_size=min_size, max_size=max_size, **BUDGET)
+    model = FasterRCNN(LiteFPN(pretrained), num_classes=num_classes + 1,
+                       rpn_anchor_generator=anchors,
+                       box_roi_pool=MultiScaleRoIAlign(list(LEVELS), 7, 2), **BUDGET)
+    t = model.transform
+    model.transform = KeepSizeTransform(t.min_size, t.max_size, t.image_mean, t.image_std)
+    return model
