@@ -75,6 +75,28 @@ def make_detection_weights(folder: Path, name: str = "det", seed: int = 0) -> Pa
     return path
 
 
+def make_weights(folder: Path, task: str, size=(90, 120), arch: dict | None = None) -> Path:
+    """Small random-initialised weights + a CamVid-style card for ``task`` in ``folder``
+    (default: a U-Net of width 4 run at ``size``, or a slim R-FCN ResNet-18 that keeps
+    every box)."""
+    torch.manual_seed(0)
+    norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    if task == "segmentation":
+        arch = arch or {"name": "unet", "num_classes": len(CLASSES), "width": 4, "depth": 2}
+        card = {"classes": list(CLASSES), "palette": [list(p) for p in PALETTE],
+                "ignore_index": 11, "input": {**norm, "size": size}}
+    else:
+        arch = arch or architecture(backbone="resnet18", num_classes=len(DET_CLASSES),
+                                    feature_channels=32, head_channels=32, score_thresh=0.0)
+        card = {"classes": DET_CLASSES, "palette": [list(PALETTE[i]) for i in (8, 9, 10)],
+                "ignore_index": None, "input": {**norm, "size": size}}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{task}_{arch['name']}.safetensors"
+    save_state_dict(build_model(arch).state_dict(), path)
+    write_card({"task": task, "architecture": arch, **card}, path)
+    return path
+
+
 def write_random_weights(folder: Path, seed: int = 0) -> dict[str, Path]:
     """Random-initialised FCN-8s (ResNet-18, run at 180x240) and R-FCN (ResNet-18) with
     model cards like the shipped ones."""

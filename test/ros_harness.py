@@ -1,5 +1,5 @@
 """The in-process ROS 2 test harness shared by the node tests: small random-initialised
-models with cards, message builders, a client node spinning in a thread, and fixtures
+models with cards (made by factories.make_weights), message builders, a client node spinning in a thread, and fixtures
 (``weights``, ``frames``, ``harness``). Import what a test module uses, fixtures included."""
 from __future__ import annotations
 
@@ -14,55 +14,24 @@ from PIL import Image as PILImage
 
 rclpy = pytest.importorskip("rclpy")
 
+from factories import DET_CLASSES, make_weights  # noqa: E402, F401  (re-exported)
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
+from fcn_perception.evaluation.camvid import CLASSES as _CLASSES  # noqa: E402
+from fcn_perception.evaluation.camvid import PALETTE as _PALETTE  # noqa: E402
 from fcn_perception.imaging.encode import encode, encode_compressed  # noqa: E402
 
-CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
-           "Car", "Pedestrian", "Bicyclist"]
-PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
-           [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0],
-           [0, 128, 192]]
-DET_CLASSES = ["Car", "Pedestrian", "Bicyclist"]
+CLASSES = list(_CLASSES)
+PALETTE = [list(p) for p in _PALETTE]
+
 VENV_BIN = Path(sys.executable).parent
 WAIT = 60.0  # generous: the test machine may be busy
 
 
 # ----------------------------------------------------------------------------- models
-def _card_input(size):
-    from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD
-
-    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "size": size}
-
-
-def make_weights(folder: Path, task: str, size=(90, 120), arch: dict | None = None) -> Path:
-    """Random-initialised weights + model card for ``task`` in ``folder``."""
-    import torch
-
-    from fcn_perception.models import build_model
-    from fcn_perception.weights_io import save_state_dict, write_card
-
-    torch.manual_seed(0)
-    if task == "segmentation":
-        arch = arch or {"name": "unet", "num_classes": len(CLASSES), "width": 4, "depth": 2}
-        card = {"task": task, "architecture": arch, "classes": CLASSES, "palette": PALETTE,
-                "ignore_index": 11, "input": _card_input(size)}
-    else:
-        from fcn_perception.models.rfcn import architecture
-
-        arch = arch or architecture(backbone="resnet18", num_classes=len(DET_CLASSES),
-                                    feature_channels=32, head_channels=32, score_thresh=0.0)
-        card = {"task": task, "architecture": arch, "classes": DET_CLASSES,
-                "input": _card_input(size)}
-    path = folder / f"{task}_{arch['name']}.safetensors"
-    save_state_dict(build_model(arch).state_dict(), path)
-    write_card(card, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("weights")
@@ -121,6 +90,7 @@ class Harness:
         self.executor.add_node(self.client)
         self.nodes: list = []
         self.received: dict[str, list] = {}
+        self.arrivals: dict[str, list[float]] = {}  # time.monotonic() of each received
         self.cond = threading.Condition()
         self.subs: dict[str, object] = {}
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -135,6 +105,7 @@ class Harness:
         def callback(msg, topic=topic):
             with self.cond:
                 self.received.setdefault(topic, []).append(msg)
+                self.arrivals.setdefault(topic, []).append(time.monotonic())
                 self.cond.notify_all()
 
         self.subs[topic] = self.client.create_subscription(
@@ -165,6 +136,22 @@ class Harness:
                     return m
             return None
         return self.wait(find, timeout, f"{topic} with stamp {stamp}")
+
+    def stamps(self, topic: str) -> list[int]:
+        return [m.header.stamp.sec for m in self.received.get(topic, [])]
+
+    def diagnostics(self, name_part: str, predicate, timeout: float = WAIT):
+        """The newest ``/diagnostics`` status whose name holds ``name_part`` and for which
+        ``predicate(status, {key: value})`` holds -> ``(status, values)``."""
+        def find():
+            for arr in reversed(self.received.get("/diagnostics", [])):
+                for status in arr.status:
+                    if name_part in status.name:
+                        values = {kv.key: kv.value for kv in status.values}
+                        if predicate(status, values):
+                            return status, values
+            return None
+        return self.wait(find, timeout, f"diagnostics of {name_part}")
 
     def wait_matched(self, pub, count: int = 1) -> None:
         self.wait(lambda: pub.get_subscription_count() >= count, what="the node's subscription")

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from factories import make_weights
 
 from fcn_perception import cli
 from fcn_perception.bag import typestore as T
 from fcn_perception.bag.make import make_bag
 from fcn_perception.bag.mcap_crc import add_chunk_crcs, verify_chunk_crcs
 from fcn_perception.errors import BagError, CheckpointError, WeightsError
+from fcn_perception.evaluation.camvid import CLASSES
 from fcn_perception.weights_io import (
     DEFAULT_WEIGHTS,
     card_path_for,
@@ -34,43 +36,17 @@ from fcn_perception.weights_io import (
 )
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
-CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
-           "Car", "Pedestrian", "Bicyclist"]
-PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
-           [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0],
-           [0, 128, 192]]
 MAX_LINES = 8  # a bag error adds the bag's topics, one per line
 MAX_FIRST_LINE = 500
 
 
 # ----------------------------------------------------------------------------- fixtures
-def small_model(folder: Path, task: str) -> Path:
-    from fcn_perception.models import build_model
-
-    torch.manual_seed(0)
-    mean_std = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    if task == "segmentation":
-        arch = {"name": "unet", "num_classes": 11, "width": 4}
-        card = {"task": task, "architecture": arch, "classes": CLASSES, "palette": PALETTE,
-                "ignore_index": 11, "input": {**mean_std, "size": [90, 120]}}
-    else:
-        from fcn_perception.models.rfcn import architecture
-
-        arch = architecture(backbone="resnet18", num_classes=3, feature_channels=16,
-                            head_channels=16)
-        card = {"task": task, "architecture": arch, "classes": ["Car", "Pedestrian", "Bicyclist"],
-                "palette": PALETTE[8:], "ignore_index": None, "input": {**mean_std, "size": None}}
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{task}.safetensors"
-    save_state_dict(build_model(arch).state_dict(), path)
-    write_card(card, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("good_models")
-    return {t: small_model(folder, t) for t in ("segmentation", "detection")}
+    return {"segmentation": make_weights(folder, "segmentation", arch={
+        "name": "unet", "num_classes": len(CLASSES), "width": 4}),
+            "detection": make_weights(folder, "detection", size=None)}
 
 
 @pytest.fixture(scope="module")

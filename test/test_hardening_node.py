@@ -196,130 +196,38 @@ def test_health_warns_below_expected_rate_and_on_rejections():
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from ros_harness import (  # noqa: E402
+    CLASSES,
+    compressed_msg,
+    harness,  # noqa: F401  (the fixture)
+    image_msg,
+    make_node,
+    make_weights,
+)
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from fcn_perception.imaging.encode import encode, encode_compressed  # noqa: E402
+from fcn_perception.imaging.encode import encode_compressed  # noqa: E402
 
-CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
-           "Car", "Pedestrian", "Bicyclist"]
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 @pytest.fixture(scope="module")
 def seg_weights(tmp_path_factory) -> Path:
     """A random U-Net (width 4) whose card asks for a 90x120 network input."""
-    import torch
-
-    from fcn_perception.models import build_model
-    from fcn_perception.weights_io import save_state_dict, write_card
-
-    torch.manual_seed(0)
-    arch = {"name": "unet", "num_classes": len(CLASSES), "width": 4}
-    path = tmp_path_factory.mktemp("weights") / "unet.safetensors"
-    save_state_dict(build_model(arch).state_dict(), path)
-    write_card({"task": "segmentation", "architecture": arch, "classes": CLASSES,
-                "ignore_index": 11, "input": {"mean": [0.485, 0.456, 0.406],
-                                              "std": [0.229, 0.224, 0.225], "size": [90, 120]}},
-               path)
-    return path
+    return make_weights(tmp_path_factory.mktemp("weights"), "segmentation", size=(90, 120),
+                        arch={"name": "unet", "num_classes": len(CLASSES), "width": 4})
 
 
 FRAME = (np.arange(120 * 160 * 3) % 251).astype(np.uint8).reshape(120, 160, 3)
 
 
-def raw_msg(stamp: int, rgb: np.ndarray = FRAME) -> Image:
-    h, w, step, data = encode(rgb, "rgb8")
-    msg = Image(height=h, width=w, step=step, encoding="rgb8")
-    msg.data = data
-    msg.header.frame_id = "camera"
-    msg.header.stamp.sec = stamp
-    return msg
+def raw_msg(stamp: int) -> Image:
+    return image_msg(FRAME, "rgb8", stamp)
 
 
 def compressed(stamp: int, data: bytes, fmt: str = "jpeg") -> CompressedImage:
-    msg = CompressedImage(format=fmt)
-    msg.data = data
-    msg.header.frame_id = "camera"
-    msg.header.stamp.sec = stamp
-    return msg
-
-
-class Client:
-    """A client node spun in a background executor (with the nodes under test, if any)."""
-
-    def __init__(self, context) -> None:
-        self.node = rclpy.create_node("hardening_client", context=context)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
-        self.executor.add_node(self.node)
-        self.received: dict[str, list] = {}
-        self.cond = threading.Condition()
-        self.others: list = []
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def add(self, node):
-        self.others.append(node)
-        self.executor.add_node(node)
-        return node
-
-    def subscribe(self, topic: str, msg_type) -> None:
-        def callback(msg, topic=topic):
-            with self.cond:
-                self.received.setdefault(topic, []).append((time.monotonic(), msg))
-                self.cond.notify_all()
-
-        self.node.create_subscription(msg_type, topic, callback, QoSProfile(depth=50))
-
-    def wait(self, predicate, timeout: float = WAIT, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-                self.cond.wait(0.05)
-
-    def answer(self, topic: str, stamp: int, timeout: float = WAIT):
-        return self.wait(lambda: next((m for _, m in self.received.get(topic, [])
-                                       if m.header.stamp.sec == stamp), None),
-                         timeout, f"{topic} with stamp {stamp}")
-
-    def stamps(self, topic: str) -> list[int]:
-        return [m.header.stamp.sec for _, m in self.received.get(topic, [])]
-
-    def diagnostics(self, name_part: str, predicate, timeout: float = WAIT):
-        def find():
-            for _, arr in reversed(self.received.get("/diagnostics", [])):
-                for status in arr.status:
-                    if name_part in status.name:
-                        values = {kv.key: kv.value for kv in status.values}
-                        if predicate(status, values):
-                            return status, values
-            return None
-        return self.wait(find, timeout, f"diagnostics of {name_part}")
-
-    def close(self) -> None:
-        for node in self.others:
-            node.close()
-        self.executor.shutdown(timeout_sec=5)
-        self.thread.join(10)
-        for node in self.others:
-            node.destroy_node()
-        self.node.destroy_node()
-
-
-@pytest.fixture
-def client(rclpy_context):
-    c = Client(rclpy_context)
-    try:
-        yield c
-    finally:
-        c.close()
+    return compressed_msg(FRAME, fmt, stamp, data=data)
 
 
 def rss_mb(pid: int) -> float:
@@ -330,7 +238,7 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def test_decompression_bombs_over_dds_then_quiet_ctrl_c(client, seg_weights, ros_domain):
+def test_decompression_bombs_over_dds_then_quiet_ctrl_c(harness, seg_weights, ros_domain):
     """A node process on image/compressed: 3 JPEG bombs (793 bytes declaring 13300x13300)
     and a valid 13000x13000 PNG (164 KB) are rejected with < 300 MB RSS growth, counted in
     diagnostics (WARN), and the good frame sent right after them is answered.  Then Ctrl-C
@@ -346,15 +254,15 @@ def test_decompression_bombs_over_dds_then_quiet_ctrl_c(client, seg_weights, ros
     out = OutputReader(proc, WAIT)
     samples: list[float] = []
     try:
-        client.subscribe("segmentation/labels", Image)
-        client.subscribe("/diagnostics", DiagnosticArray)
-        pub = client.node.create_publisher(CompressedImage, "image/compressed", RELIABLE)
+        harness.subscribe("segmentation/labels", Image)
+        harness.subscribe("/diagnostics", DiagnosticArray)
+        pub = harness.publisher("image/compressed", CompressedImage, RELIABLE)
         out.wait_for("listening on /image/compressed", timeout=180)
-        client.wait(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
+        harness.wait(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
         for stamp in range(1, 400):  # until the outputs are matched and answer
             pub.publish(compressed(stamp, good))
             with contextlib.suppress(AssertionError):
-                client.answer("segmentation/labels", stamp, 1.0)
+                harness.message_with_stamp("segmentation/labels", stamp, 1.0)
                 break
         time.sleep(1.0)
         base = rss_mb(proc.pid)
@@ -372,9 +280,9 @@ def test_decompression_bombs_over_dds_then_quiet_ctrl_c(client, seg_weights, ros
             time.sleep(0.05)  # one by one: each reaches the worker, none is dropped
         t_good = time.monotonic()
         pub.publish(compressed(2000, good))
-        client.answer("segmentation/labels", 2000, timeout=30)
+        harness.message_with_stamp("segmentation/labels", 2000, timeout=30)
         answered_s = time.monotonic() - t_good
-        status, values = client.diagnostics(
+        status, values = harness.diagnostics(
             "segmentation", lambda s, v: int(v.get("frames_too_large", 0)) >= 4)
         time.sleep(0.5)
         stop.set()
@@ -385,12 +293,12 @@ def test_decompression_bombs_over_dds_then_quiet_ctrl_c(client, seg_weights, ros
               f"{answered_s:.2f} s after it was sent; diagnostics: too_large "
               f"{values['frames_too_large']}, rejected {values['frames_rejected']}")
         assert growth < 300, samples
-        assert not set(range(1000, 1004)) & set(client.stamps("segmentation/labels"))
+        assert not set(range(1000, 1004)) & set(harness.stamps("segmentation/labels"))
         assert int(values["frames_rejected"]) >= 4
 
         def warned(s, v):
             return s.level == DiagnosticStatus.WARN and "rejected" in s.message
-        client.diagnostics("segmentation", warned, timeout=10)
+        harness.diagnostics("segmentation", warned, timeout=10)
         assert "13300x13300" in out.wait_for("skipping a frame from /image/compressed")
         # Ctrl-C while frames stream: the worker is mid-frame when the context goes
         streaming = threading.Event()
@@ -420,30 +328,26 @@ def test_decompression_bombs_over_dds_then_quiet_ctrl_c(client, seg_weights, ros
         assert bad not in out.text, out.text
 
 
-def make_node(client, weights: Path, **params):
+def seg_node(harness, weights: Path, **params):
     from fcn_perception.ros import nodes
 
-    overrides = [Parameter(k, value=v) for k, v in {
+    return make_node(nodes.SegmentationNode, harness, {
         "weights": str(weights), "backend": "torch-cpu", "qos_reliability": "reliable",
-        **params}.items()]
-    return client.add(nodes.SegmentationNode(context=client.context_of(),
-                                             parameter_overrides=overrides))
+        **params})
 
 
-Client.context_of = lambda self: self.node.context
 
-
-def test_reactivation_keeps_the_subscription_and_answers_at_once(client, seg_weights):
+def test_reactivation_keeps_the_subscription_and_answers_at_once(harness, seg_weights):
     """The subscription and publishers live from configure to cleanup: while the node is
     inactive the camera stays matched (no rediscovery after activate) and the outputs stay
     visible; after each activate the next frames are answered within a second."""
     from fcn_perception.ros.nodes import TransitionCallbackReturn as R
 
-    node = make_node(client, seg_weights)
-    client.subscribe("segmentation/labels", Image)
-    pub = client.node.create_publisher(Image, "image", RELIABLE)
-    client.wait(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
-    client.wait(lambda: node.heads[0].pubs["labels"].get_subscription_count() > 0,
+    node = seg_node(harness, seg_weights)
+    harness.subscribe("segmentation/labels", Image)
+    pub = harness.publisher("image", Image, RELIABLE)
+    harness.wait(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
+    harness.wait(lambda: node.heads[0].pubs["labels"].get_subscription_count() > 0,
                 what="the client's subscription")
     stop = threading.Event()
     sent: dict[int, float] = {}
@@ -460,22 +364,22 @@ def test_reactivation_keeps_the_subscription_and_answers_at_once(client, seg_wei
     streamer.start()
     delays = []
     try:
-        client.wait(lambda: client.received.get("segmentation/labels"), what="a first answer")
+        harness.wait(lambda: harness.received.get("segmentation/labels"), what="a first answer")
         subscriptions = {id(sub) for sub in node.subscriptions}
         for _ in range(4):
             assert node.trigger_deactivate() == R.SUCCESS
             time.sleep(0.4)
             assert pub.get_subscription_count() == 1  # still matched while inactive
-            assert client.node.count_publishers("/segmentation/labels") >= 1
-            before = len(client.received["segmentation/labels"])
+            assert harness.harness.count_publishers("/segmentation/labels") >= 1
+            before = len(harness.received["segmentation/labels"])
             time.sleep(0.3)
-            assert len(client.received["segmentation/labels"]) == before  # gated
+            assert len(harness.received["segmentation/labels"]) == before  # gated
             t_act = time.monotonic()
             assert node.trigger_activate() == R.SUCCESS
-            client.wait(lambda t_act=t_act: any(
-                t > t_act for t, _ in client.received["segmentation/labels"]),
+            harness.wait(lambda t_act=t_act: any(
+                t > t_act for t in harness.arrivals["segmentation/labels"]),
                 timeout=10, what="an answer after activate")
-            first = next(t for t, _ in client.received["segmentation/labels"] if t > t_act)
+            first = next(t for t in harness.arrivals["segmentation/labels"] if t > t_act)
             delays.append(first - t_act)
             assert {id(sub) for sub in node.subscriptions} == subscriptions  # not recreated
     finally:
@@ -485,15 +389,15 @@ def test_reactivation_keeps_the_subscription_and_answers_at_once(client, seg_wei
     assert max(delays) < 1.0, delays
 
 
-def test_diagnostics_count_upstream_losses_and_warn_below_expected_rate(client, seg_weights):
+def test_diagnostics_count_upstream_losses_and_warn_below_expected_rate(harness, seg_weights):
     """Stamps with gaps (frames lost before the node) are counted; an unreachable
     expected_rate gives WARN; a raw Image above max_input_pixels is rejected unseen."""
-    node = make_node(client, seg_weights, expected_rate=500.0, max_input_pixels=100_000)
-    client.subscribe("segmentation/labels", Image)
-    client.subscribe("/diagnostics", DiagnosticArray)
-    pub = client.node.create_publisher(Image, "image", RELIABLE)
-    client.wait(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
-    client.wait(lambda: node.heads[0].pubs["labels"].get_subscription_count() > 0,
+    node = seg_node(harness, seg_weights, expected_rate=500.0, max_input_pixels=100_000)
+    harness.subscribe("segmentation/labels", Image)
+    harness.subscribe("/diagnostics", DiagnosticArray)
+    pub = harness.publisher("image", Image, RELIABLE)
+    harness.wait(lambda: pub.get_subscription_count() > 0, what="the node's subscription")
+    harness.wait(lambda: node.heads[0].pubs["labels"].get_subscription_count() > 0,
                 what="the client's subscription")
     big = Image(height=2000, width=2000, step=6000, encoding="rgb8")  # 4 Mpx, 12 bytes
     big.data = bytes(12)
@@ -513,14 +417,14 @@ def test_diagnostics_count_upstream_losses_and_warn_below_expected_rate(client, 
 
     def rate_warning(s, v):
         return s.level == DiagnosticStatus.WARN and "below expected_rate 500" in s.message
-    status, values = client.diagnostics("segmentation", rate_warning, timeout=15)
+    status, values = harness.diagnostics("segmentation", rate_warning, timeout=15)
     print(f"\ndiagnostics: {status.message!r}; lost upstream {values['frames_lost_upstream']}, "
           f"camera {values['camera_rate_hz']} Hz, input {values['input_rate_hz']} Hz")
     assert int(values["frames_lost_upstream"]) == len(skipped)
     assert int(values["frames_too_large"]) == 1
     assert float(values["camera_rate_hz"]) == pytest.approx(10.0, rel=0.05)
     assert "frame(s) lost before the node" in status.message
-    assert 10**6 not in client.stamps("segmentation/labels")
+    assert 10**6 not in harness.stamps("segmentation/labels")
     assert json.loads(json.dumps(values))  # plain strings: a diagnostics aggregator reads them
 
 
@@ -549,7 +453,7 @@ def test_node_command_with_corrupt_weights_exits_with_one_line(seg_weights, tmp_
         assert text in errors[0], out
 
 
-def test_bag_play_skips_and_counts_undeserialisable_payloads(client, tmp_path):
+def test_bag_play_skips_and_counts_undeserialisable_payloads(harness, tmp_path):
     """Malformed payloads in a bag are not forwarded (subscribers' middleware would drop
     them unseen): bag play skips and counts them; the good ones arrive."""
     from rosbags.rosbag2 import Writer
@@ -565,12 +469,12 @@ def test_bag_play_skips_and_counts_undeserialisable_payloads(client, tmp_path):
         for i, raw in enumerate([good, good[:40], good, b"\x00\x01\x00\x00" + b"\xff" * 64,
                                  good]):
             writer.write(conn, (i + 1) * 10_000_000, raw)
-    client.subscribe("/camera/image_raw", Image)
+    harness.subscribe("/camera/image_raw", Image)
     logs = []
     stats = play_bag(bag, reliability="reliable", wait_for_subscribers=1, wait_timeout=60,
                      delay=0.5, log=logs.append)
     assert stats.published == {"/camera/image_raw": 3}
     assert stats.skipped_messages == {"/camera/image_raw": 2}
     assert any("skipping message 1 on /camera/image_raw" in line for line in logs), logs
-    client.wait(lambda: len(client.received.get("/camera/image_raw", [])) == 3,
+    harness.wait(lambda: len(harness.received.get("/camera/image_raw", [])) == 3,
                 timeout=20, what="the 3 good messages")
