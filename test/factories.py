@@ -3,6 +3,9 @@ fixtures built from them are in conftest.py): real CamVid frames, small random-i
 models with model cards, box IoU."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +22,7 @@ from fcn_perception.models.rfcn import architecture
 from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
 
 ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
 SEG_ARCH = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 11}
 DET_CLASSES = ["Car", "Pedestrian", "Bicyclist"]
 
@@ -127,6 +131,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.clip(rb - lt, 0, None).prod(-1)
     area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
     return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+
+
+def start_node(executable: str, ros_args: list[str], env_extra: dict | None = None):
+    """A node console script of this venv as its own process (stdout+stderr piped, text)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0",
+               **(env_extra or {}))
+    env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
+    return subprocess.Popen([str(VENV_BIN / executable), "--ros-args", *ros_args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
 
 
 class OutputReader:

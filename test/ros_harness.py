@@ -3,7 +3,6 @@ models with cards (made by factories.make_weights), message builders, a client n
 (``weights``, ``frames``, ``harness``). Import what a test module uses, fixtures included."""
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from PIL import Image as PILImage
 
 rclpy = pytest.importorskip("rclpy")
 
-from factories import DET_CLASSES, make_weights  # noqa: E402, F401  (re-exported)
+from factories import DET_CLASSES, VENV_BIN, make_weights  # noqa: E402, F401  (re-exported)
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
@@ -27,7 +26,6 @@ from fcn_perception.imaging.encode import encode, encode_compressed  # noqa: E40
 CLASSES = list(_CLASSES)
 PALETTE = [list(p) for p in _PALETTE]
 
-VENV_BIN = Path(sys.executable).parent
 WAIT = 60.0  # generous: the test machine may be busy
 
 

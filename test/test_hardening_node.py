@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import OutputReader
+from factories import OutputReader, start_node
 
 from fcn_perception.errors import ParameterError
 from fcn_perception.ros.input_gaps import StampGaps
@@ -33,7 +30,6 @@ from fcn_perception.ros.params import node_specs
 from fcn_perception.ros.ros_args import check_ros_args
 from fcn_perception.ros.stats import RATE_GRACE_S, FrameStats, HealthMonitor
 
-VENV_BIN = Path(sys.executable).parent
 SEG = node_specs(("segmentation",))
 BOTH = node_specs(("segmentation", "detection"))
 WAIT = 90.0
@@ -124,15 +120,6 @@ def test_good_parameters_pass_and_unknown_names_warn(tmp_path, repo_root):
                             ("perception_node", ("segmentation", "detection"))):
             check_ros_args(["p", "--ros-args", "--params-file", str(config)], node,
                            node_specs(tasks))
-
-
-def start_node(executable: str, ros_args: list[str], env_extra: dict | None = None):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0",
-               **(env_extra or {}))
-    env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
-    return subprocess.Popen([str(VENV_BIN / executable), "--ros-args", *ros_args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
 
 
 @pytest.mark.parametrize("args,expect", [

@@ -7,14 +7,13 @@ cores; outputs are still at the input resolution (real CamVid frames, 360x480).
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import time
 
 import numpy as np
 import pytest
-from factories import OutputReader
+from factories import OutputReader, start_node
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -27,7 +26,6 @@ from ros_harness import (  # noqa: E402
     CLASSES,
     DET_CLASSES,
     PALETTE,
-    VENV_BIN,
     WAIT,
     as_array,
     compressed_msg,
@@ -397,15 +395,6 @@ def test_perception_node_decodes_once(harness, weights, frames):
 
 
 # ============================================================================ processes
-def start_node(executable: str, ros_args: list[str], env_extra: dict | None = None):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0",
-               **(env_extra or {}))
-    env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
-    return subprocess.Popen([str(VENV_BIN / executable), "--ros-args", *ros_args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
-
-
 def stop(proc, timeout: float = 20.0) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
