@@ -357,7 +357,7 @@ def test_reactivation_keeps_the_subscription_and_answers_at_once(harness, seg_we
             assert node.trigger_deactivate() == R.SUCCESS
             time.sleep(0.4)
             assert pub.get_subscription_count() == 1  # still matched while inactive
-            assert harness.harness.count_publishers("/segmentation/labels") >= 1
+            assert harness.client.count_publishers("/segmentation/labels") >= 1
             before = len(harness.received["segmentation/labels"])
             time.sleep(0.3)
             assert len(harness.received["segmentation/labels"]) == before  # gated
