@@ -143,6 +143,15 @@ def start_node(executable: str, ros_args: list[str], env_extra: dict | None = No
                             env=env)
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB (NaN once it is gone)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 class OutputReader:
     """Collects a process's output lines in a thread; ``wait_for`` a line."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import OutputReader, start_node
+from factories import OutputReader, rss_mb, start_node
 
 from fcn_perception.errors import ParameterError
 from fcn_perception.ros.input_gaps import StampGaps
@@ -215,14 +215,6 @@ def raw_msg(stamp: int) -> Image:
 
 def compressed(stamp: int, data: bytes, fmt: str = "jpeg") -> CompressedImage:
     return compressed_msg(FRAME, fmt, stamp, data=data)
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def test_decompression_bombs_over_dds_then_quiet_ctrl_c(harness, seg_weights, ros_domain):

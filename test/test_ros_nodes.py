@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from factories import OutputReader, start_node
+from factories import OutputReader, rss_mb, start_node
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -453,14 +453,6 @@ def test_node_process_namespace_qos_warnings_and_outputs(harness, weights, frame
         code = stop(proc)
     assert code == 0, reader.text
     assert "Traceback" not in reader.text
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 @pytest.mark.slow
