@@ -55,8 +55,7 @@ PARAM_CASES = [
     ("empty file", "", [], ("params.yaml", "empty (null)", "ros__parameters")),
     ("section a scalar", "segmentation_node: 5\n", [],
      ("params.yaml", "segmentation_node is an integer", "ros__parameters")),
-    ("ros__parameters a list", SECTION.replace(":\n", ":", 1)[:0]
-     + "segmentation_node:\n  ros__parameters: [1, 2]\n", [],
+    ("ros__parameters a list", "segmentation_node:\n  ros__parameters: [1, 2]\n", [],
      ("params.yaml", "segmentation_node.ros__parameters", "not a mapping", "indent")),
     ("overlay_alpha: 1", SECTION + "    overlay_alpha: 1\n", [],
      ("params.yaml", "overlay_alpha must be a float", "write 1.0")),

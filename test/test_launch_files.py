@@ -13,6 +13,7 @@ import yaml
 
 from fcn_perception.ros import params
 from fcn_perception.ros.multi_camera import parse_image_topics
+from fcn_perception.ros.ros_args import flatten_params
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.xml"))
@@ -53,17 +54,6 @@ def parse(path: Path):
         args[arg.get("name")] = arg.get("default")
     args = {k: resolve(v, args) for k, v in args.items()}
     return root, args
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flatten(value, name))
-        else:
-            out[name] = value
-    return out
 
 
 def node_launch_config(path: Path) -> list[dict]:
@@ -118,7 +108,7 @@ def test_launch_file_is_consistent(path: Path):
             keys = [k for k in doc if k in ("/**", cfg["name"], f"/**/{cfg['name']}")]
             assert keys, f"{file.name} has no section for node {cfg['name']}"
             for key in keys:
-                values = flatten(doc[key]["ros__parameters"])
+                values = flatten_params(doc[key]["ros__parameters"])
                 for name, value in values.items():
                     assert name in specs, f"{file.name}: {name} is not a {cfg['exec']} parameter"
                     assert specs[name].validate(value) is None, specs[name].validate(value)
@@ -138,7 +128,7 @@ def test_launch_file_is_consistent(path: Path):
 def test_config_covers_every_parameter(name):
     """Each config file lists every parameter its node declares, with valid values."""
     doc = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
-    values = flatten(doc["/**"]["ros__parameters"])
+    values = flatten_params(doc["/**"]["ros__parameters"])
     assert set(values) == {s.name for s in params.node_specs(params.NODES[f"{name}_node"])}
 
 

@@ -22,6 +22,22 @@ from fcn_perception.inference import backends
 from fcn_perception.inference.contract import check_task
 
 
+def kind_of(value) -> str:
+    """The parameter kind of a Python value: ``bool``, ``int``, ``float``, ``string``,
+    ``string_array`` (a list or tuple), ``null`` (None), else the type's name."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "string_array"
+    return "null" if value is None else type(value).__name__
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
@@ -36,16 +52,7 @@ class ParamSpec:
     @property
     def kind(self) -> str:
         """``bool``, ``int``, ``float``, ``string`` or ``string_array``."""
-        d = self.default
-        if isinstance(d, bool):
-            return "bool"
-        if isinstance(d, int):
-            return "int"
-        if isinstance(d, float):
-            return "float"
-        if isinstance(d, str):
-            return "string"
-        return "string_array"
+        return kind_of(self.default)
 
     def range_text(self) -> str:
         if self.choices:

@@ -24,26 +24,19 @@ from pathlib import Path
 import yaml
 
 from fcn_perception.errors import ParameterError
-from fcn_perception.ros.params import ParamSpec
+from fcn_perception.ros.params import ParamSpec, kind_of
 
 KIND_WORDS = {"bool": "true or false", "int": "an integer", "float": "a float",
               "string": "a string", "string_array": "a list of strings"}
 
 
+YAML_WORDS = {"bool": "a bool", "int": "an integer", "float": "a float", "string": "a string",
+              "string_array": "a list", "null": "empty (null)"}
+
+
 def _yaml_type(value) -> str:
-    if isinstance(value, bool):
-        return "a bool"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "empty (null)"
-    return f"a {type(value).__name__}"
+    kind = kind_of(value)
+    return YAML_WORDS.get(kind, f"a {kind}")
 
 
 def _example(spec: ParamSpec, value) -> str:
@@ -120,13 +113,13 @@ def _sections(doc: dict, where: str, prefix: str = "") -> list[tuple[str, dict]]
     return out
 
 
-def _flatten(params: dict, prefix: str = "") -> dict:
+def flatten_params(params: dict, prefix: str = "") -> dict:
     """Nested parameter mappings as ``a.b`` names, as rcl reads them."""
     out = {}
     for key, value in params.items():
         name = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, dict):
-            out.update(_flatten(value, name))
+            out.update(flatten_params(value, name))
         else:
             out[name] = value
     return out
@@ -224,7 +217,7 @@ def check_ros_args(argv: list[str], default_name: str, specs: list[ParamSpec]) -
             for pattern, params in _sections(doc, f"parameters file {value}"):
                 if _pattern_regex(pattern).match(fqn):
                     exact = "*" not in pattern
-                    check(f"parameters file {value} ({pattern})", _flatten(params), exact)
+                    check(f"parameters file {value} ({pattern})", flatten_params(params), exact)
             i += 2
         elif flag in ("-p", "--param"):
             if value is None or ":=" not in value:
