@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from fcn_perception.cli import main as cli_main
 from fcn_perception.training import train_detection as td
@@ -28,7 +29,8 @@ def _args(out, **over):
 
 
 def test_resume_continues_exactly_and_run_outputs(tmp_path, monkeypatch):
-    td.train_loop(_args(tmp_path / "a"), td.RFCNAdapter)
+    """With the weight average on, as the shipped recipe trains."""
+    td.train_loop(_args(tmp_path / "a", ema_decay=0.99), td.RFCNAdapter)
 
     class Killed(Exception):
         pass
@@ -42,15 +44,18 @@ def test_resume_continues_exactly_and_run_outputs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(td.engine.Checkpointer, "save", save_then_die)
     with pytest.raises(Killed):
-        td.train_loop(_args(tmp_path / "b"), td.RFCNAdapter)
+        td.train_loop(_args(tmp_path / "b", ema_decay=0.99), td.RFCNAdapter)
     monkeypatch.setattr(td.engine.Checkpointer, "save", original)
-    td.train_loop(_args(tmp_path / "b", resume=True), td.RFCNAdapter)
+    td.train_loop(_args(tmp_path / "b", ema_decay=0.99, resume=True), td.RFCNAdapter)
 
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 1
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(a["ema"]["module"][k], b["ema"]["module"][k], rtol=0, atol=0,
+                                   msg=k)
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 2
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 2
     for k, s in a["optimizer"]["state"].items():
         torch.testing.assert_close(s["momentum_buffer"],
@@ -62,6 +67,14 @@ def test_resume_continues_exactly_and_run_outputs(tmp_path, monkeypatch):
     assert card["task"] == "detection" and card["classes"] == ["Car", "Pedestrian", "Bicyclist"]
     assert card["box_derivation"]["min_area"] == 100 and len(card["palette"]) == 3
     assert card["sha256"] == sha256_of(tmp_path / "b" / "model.safetensors")
+    assert card["training"]["ema_decay"] == 0.99
+    best = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
+    shipped = load_file(tmp_path / "b" / "model.safetensors")
+    moved = [k for k, v in best["ema"]["module"].items() if v.is_floating_point()
+             and not torch.equal(v, best["model"][k])]
+    assert moved, "the average should differ from the last trained weights"
+    for k in moved:  # the average ships (in fp16), not the last trained weights
+        torch.testing.assert_close(shipped[k], best["ema"]["module"][k].half(), rtol=0, atol=0)
     assert {"map50", "map", "per_class_ap"} <= set(card["metrics"]["val"])
     assert (tmp_path / "b" / "val_pr.png").is_file()
 
@@ -94,3 +107,24 @@ def test_init_backbone_and_frozen_layers(tmp_path):
     assert not bb._blocks[4]._bn1.weight.requires_grad
     adapter.train_mode(adapter.model)
     assert adapter.model.training and not bb._blocks[8]._bn1.training
+
+
+def test_peer_trains_through_the_same_loop_and_ships_its_average(tmp_path):
+    from fcn_perception.training import peer_fasterrcnn as peer
+
+    out, metrics = tmp_path / "peer", tmp_path / "peer_val.json"
+    assert peer.main(["--data", str(SAMPLE), "--train-split", "val.txt", "--val-split",
+                      "val.txt", "--out", str(out), "--pretrained", "none", "--epochs", "1",
+                      "--batch-size", "2", "--limit-train", "2", "--limit-val", "1",
+                      "--threads", "1", "--no-tensorboard", "--ema-decay", "0.99",
+                      "--metrics-out", str(metrics)]) == 0
+    result = json.loads(metrics.read_text())
+    assert result["recipe"]["ema_decay"] == 0.99 and result["best_epoch"] == 1
+    assert result["time"]["epochs_run"] == 1
+    best = torch.load(out / "best.pt", weights_only=True)
+    shipped = load_file(out / "model.safetensors")
+    moved = [k for k, v in best["ema"]["module"].items() if v.is_floating_point()
+             and not torch.equal(v, best["model"][k])]
+    assert moved
+    for k in moved:
+        torch.testing.assert_close(shipped[k], best["ema"]["module"][k], rtol=0, atol=0)

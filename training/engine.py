@@ -5,6 +5,9 @@
 * :class:`Checkpointer`: ``last.pt`` every epoch and ``best.pt`` on improvement, written
   atomically, read back with ``torch.load(weights_only=True)``; :meth:`resume` restores
   model, optimiser, scheduler, AMP scaler, epoch and best score.
+* :class:`ModelEMA`: an exponential moving average of the weights, updated after every
+  optimiser step; with it on, validation, ``best.pt`` selection and shipping use the
+  average (:func:`selected_weights`).
 * :func:`poly_lr`: the poly learning-rate schedule ``(1 - it/total) ** power``.
 * :func:`distributed`: DistributedDataParallel set-up from ``torchrun`` variables.
 * :func:`seed_epoch`: every epoch reseeds the RNGs from ``(seed, epoch)``, so a run
@@ -120,6 +123,64 @@ def build_optimizer(params, name: str, lr: float, weight_decay: float, momentum:
     raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adamw'")
 
 
+class ModelEMA:
+    """Exponential moving average of a model's weights (Polyak averaging).
+
+    After update ``t`` every floating-point parameter and buffer is
+    ``ema = d_t * ema + (1 - d_t) * current`` with ``d_t = decay * (1 - exp(-t / h))`` and
+    ``h = 1 / (1 - decay)`` the average's horizon in steps: the ramp lets the first
+    updates follow the model instead of remembering its random start. Integer buffers
+    (BatchNorm's step count) are copied. ``module`` is the averaged copy, in eval mode.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.horizon = 1.0 / (1.0 - self.decay)
+        self.updates = 0
+        self.module = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
+
+    def decay_at(self, updates: int) -> float:
+        return self.decay * (1.0 - float(np.exp(-updates / self.horizon)))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay_at(self.updates)
+        current = unwrap(model).state_dict()
+        for name, avg in self.module.state_dict().items():
+            if avg.dtype.is_floating_point:
+                avg.mul_(d).add_(current[name].detach(), alpha=1.0 - d)
+            else:
+                avg.copy_(current[name])
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "module": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
+def add_ema_args(p) -> None:
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights with this decay "
+                        "per step (e.g. 0.998: a horizon of 500 steps) and validate, select "
+                        "and ship the average (0: off)")
+
+
+def build_ema(model: nn.Module, decay: float) -> ModelEMA | None:
+    return ModelEMA(model, decay) if decay else None
+
+
+def selected_weights(state: dict) -> dict:
+    """The weights a checkpoint ships: the moving average when the run kept one."""
+    return state["ema"]["module"] if state.get("ema") else state["model"]
+
+
 class RunDir:
     """A training run's folder; only the main process writes."""
 
@@ -184,7 +245,7 @@ class Checkpointer:
         self.is_main = is_main
 
     def save(self, epoch: int, model, optimizer, scheduler, scaler=None, best: float = -1.0,
-             is_best: bool = False) -> None:
+             is_best: bool = False, ema: ModelEMA | None = None) -> None:
         if not self.is_main:
             return
         state = {
@@ -195,6 +256,8 @@ class Checkpointer:
             "scaler": scaler.state_dict() if scaler is not None else {},
             "best": float(best),
         }
+        if ema is not None:
+            state["ema"] = ema.state_dict()
         self._atomic_save(state, self.dir / "last.pt")
         if is_best:
             self._atomic_save(state, self.dir / "best.pt")
@@ -205,7 +268,8 @@ class Checkpointer:
         torch.save(state, tmp)
         os.replace(tmp, path)
 
-    def resume(self, model, optimizer, scheduler, scaler=None, path: str | Path | None = None):
+    def resume(self, model, optimizer, scheduler, scaler=None, path: str | Path | None = None,
+               ema: ModelEMA | None = None):
         """Restore everything from ``path`` (default ``last.pt``); return (next_epoch, best)."""
         path = Path(path) if path else self.dir / "last.pt"
         if not path.is_file():
@@ -227,11 +291,13 @@ class Checkpointer:
                 "without --resume"
             ) from None
         needed = ("epoch", "model", "optimizer", "scheduler", "best")
+        if ema is not None:
+            needed += ("ema",)
         missing = [k for k in needed if not isinstance(state, dict) or k not in state]
         if missing:
             raise CheckpointError(
-                f"cannot resume: {path} lacks {missing} (not a checkpoint this trainer wrote); "
-                "start again without --resume or with another --out"
+                f"cannot resume: {path} lacks {missing} (not a checkpoint this trainer wrote, or one "
+                "written without --ema-decay); start again without --resume or with another --out"
             )
         try:
             unwrap(model).load_state_dict(state["model"])
@@ -239,6 +305,8 @@ class Checkpointer:
             scheduler.load_state_dict(state["scheduler"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
             return int(state["epoch"]) + 1, float(state["best"])
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(

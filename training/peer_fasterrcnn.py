@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from fcn_perception.models.fasterrcnn_peer import NAME, build_fasterrcnn_peer
+from fcn_perception.training import engine
 from fcn_perception.training.train_detection import add_common_args, train_loop
 
 
@@ -52,8 +53,9 @@ class FasterRCNNAdapter:
         from fcn_perception.weights_io import save_state_dict
 
         state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-        save_state_dict(state["model"], run_dir / "model.safetensors")
-        self.model.load_state_dict(state["model"])
+        weights = engine.selected_weights(state)
+        save_state_dict(weights, run_dir / "model.safetensors")
+        self.model.load_state_dict(weights)
         model = self.model.to(device).eval()
         ev, ms = evaluate_model(lambda x: self.predict(model, x), val_src, self.mean, self.std,
                                 device, "val (best)")
@@ -137,7 +139,7 @@ def main(argv=None) -> int:
 
         recipe = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr",
                                                  "weight_decay", "warmup_epochs", "pretrained",
-                                                 "scale_range", "threads")}
+                                                 "scale_range", "ema_decay", "threads")}
         Path(args.metrics_out).write_text(json.dumps({
             "model": NAME, "val": summary["val"], "best_epoch": summary["best_epoch"],
             "val_ms_per_frame": summary["val_ms_per_frame"], "recipe": recipe,

@@ -73,6 +73,7 @@ def add_common_args(p: argparse.ArgumentParser, epochs: int = 12) -> None:
                    help="training: resize each frame by a factor drawn from [LO, HI] "
                         "(1 1: native resolution only)")
     p.add_argument("--val-every", type=int, default=1)
+    engine.add_ema_args(p)
     engine.add_run_args(p)
 
 
@@ -161,7 +162,7 @@ class RFCNAdapter:
 
         state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
         weights = run_dir / "model.safetensors"
-        save_state_dict(state["model"], weights, half=True)
+        save_state_dict(engine.selected_weights(state), weights, half=True)
         model = build_model(self.arch)
         load_weights_into(model, weights)
         model.to(device).eval()
@@ -179,7 +180,7 @@ class RFCNAdapter:
             "training": {k: config.get(k) for k in (
                 "data", "train_split", "val_split", "epochs", "batch_size", "optimizer", "lr",
                 "weight_decay", "warmup_epochs", "clip_grad", "trainable_layers", "seed",
-                "pretrained", "init_backbone", "ohem")} | {
+                "pretrained", "init_backbone", "ohem", "ema_decay")} | {
                 "backbone_init": self.init, "frozen_bn": bool(self.frozen_bn),
                 "augmentation": augmentation_description(config.get("scale_range") or (1, 1)),
                 "world_size": config.get("world_size")},
@@ -227,9 +228,10 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
     config.pop("func", None)
     run = engine.RunDir(args.out, config, dist.is_main, tensorboard=not args.no_tensorboard)
     ckpt = engine.Checkpointer(args.out, dist.is_main)
+    ema = engine.build_ema(model, args.ema_decay)
     start, best = 0, -1.0
     if args.resume:
-        start, best = ckpt.resume(model, optimizer, scheduler)
+        start, best = ckpt.resume(model, optimizer, scheduler, ema=ema)
         run.truncate_history(start - 1)
         print(f"resumed from {Path(args.out) / 'last.pt'} at epoch {start}", file=sys.stderr)
 
@@ -249,6 +251,8 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
                 torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update(model)
             for k, v in {"loss": loss, **losses}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(images)
             seen += len(images)
@@ -259,7 +263,7 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
         is_best = False
         last = epoch == args.epochs - 1
         if dist.is_main and ((epoch + 1) % args.val_every == 0 or last):
-            net = engine.unwrap(model)
+            net = ema.module if ema is not None else engine.unwrap(model)
             ev, ms = evaluate_model(lambda x, net=net: adapter.predict(net, x), val_src,
                                     adapter.mean, adapter.std, device)
             s = ev.summary()
@@ -269,7 +273,7 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
             is_best = s["map50"] > best
             best = max(best, s["map50"])
         run.log_epoch(epoch, row, args.epochs)  # before the checkpoint: a resume truncates redone rows
-        ckpt.save(epoch, model, optimizer, scheduler, None, best, is_best)
+        ckpt.save(epoch, model, optimizer, scheduler, None, best, is_best, ema)
 
     summary = {}
     if dist.is_main:

@@ -207,7 +207,7 @@ def export_best(run_dir, arch: dict, classes, val_set, num_classes: int, ignore:
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     weights = run_dir / "model.safetensors"
-    save_state_dict(state["model"], weights, half=True)
+    save_state_dict(engine.selected_weights(state), weights, half=True)
     model = load_weights_into(build_model(arch).to(device), weights)
     size = config.get("input_size")
     scores = confusion_on(model, val_set, num_classes, ignore, device, size, "val (fp16 export)")
