@@ -3,9 +3,10 @@
     python scripts/readme_figures.py --data ../shared/camvid --out docs
 
 Writes ``docs/overlay.png`` (val frames: segmentation overlay | detections drawn,
-best class and score), ``docs/training_curves.png`` (val mean IoU and mAP@0.5 per
-epoch, from the cards' ``training.history``).  The per-class IoU bars, confusion
-matrix and PR curves come from ``fcn-perception evaluate segmentation|detection``.
+best class and score), ``docs/training_curves.png`` (val mean IoU; mAP@0.5, mAP and
+Pedestrian AP50 per epoch, from the cards' ``training.history``).  The per-class IoU
+bars, confusion matrix and PR curves come from ``fcn-perception evaluate
+segmentation|detection``.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def overlay_grid(data: CamVid, frames: list[int], min_score: float) -> np.ndarra
 def training_curves(path: Path) -> None:
     panels = []
     for task, keys in (("segmentation", ("val/mean_iou", "val/pixel_accuracy")),
-                       ("detection", ("val/map50", "val/map"))):
+                       ("detection", ("val/map50", "val/map", "val/ap50_Pedestrian"))):
         card = read_card(DEFAULT_WEIGHTS[task])
         panels.append({"title": f"{task}: CamVid val during training", "keys": keys,
                        "history": card["training"].get("history", []),

@@ -1,0 +1,81 @@
+"""Compare the per-epoch val history of training runs (an ablation, e.g. with and
+without ``--ema-decay``), as a JSON summary and a picture.
+
+    python scripts/compare_runs.py --run "no average=runs/det_v2" \
+        --run "EMA 0.998=runs/det_v3" --keys val/map50 val/ap50_Pedestrian \
+        --out docs/det_ema_ablation
+
+Reads each run's ``metrics.jsonl`` (one row per epoch, written by the trainer) and
+writes ``OUT.json`` (per key and run: every epoch's value, the best and its epoch, the
+last, and the mean, min and max over the last ``--tail`` epochs) and ``OUT.png`` (one
+panel per key, one line per run, a dotted line at the epoch the last run selects by the
+first key).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from fcn_perception.evaluation.plots import plot_training_curves
+
+
+def read_history(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        sys.exit(f"error: {path} does not exist; --run takes LABEL=RUN_FOLDER of a training run")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarise(values: list[float], tail: int) -> dict:
+    last = values[-tail:]
+    best = max(range(len(values)), key=values.__getitem__)
+    return {"best": values[best], "best_epoch": best + 1, "last": values[-1],
+            f"last_{len(last)}_mean": statistics.fmean(last), f"last_{len(last)}_min": min(last),
+            f"last_{len(last)}_max": max(last), "per_epoch": values}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", action="append", required=True, metavar="LABEL=RUN")
+    p.add_argument("--keys", nargs="+", default=["val/map50"])
+    p.add_argument("--tail", type=int, default=10)
+    p.add_argument("--out", required=True, help="path stem for OUT.json and OUT.png")
+    args = p.parse_args(argv)
+    runs = {}
+    for spec in args.run:
+        label, sep, folder = spec.partition("=")
+        if not sep or not label or "/" in label:
+            sys.exit(f"error: --run {spec!r}: expected LABEL=RUN_FOLDER (no '/' in LABEL)")
+        runs[label] = (folder, read_history(Path(folder)))
+    report = {"command": "scripts/compare_runs.py", "runs": {k: v[0] for k, v in runs.items()},
+              "metrics": {}}
+    panels = []
+    for key in args.keys:
+        rows: dict[int, dict] = {}
+        report["metrics"][key] = {}
+        for label, (_, hist) in runs.items():
+            values = [r[key] for r in hist if key in r]
+            if not values:
+                sys.exit(f"error: run {label!r} has no {key!r} in its metrics.jsonl")
+            report["metrics"][key][label] = summarise(values, args.tail)
+            for r in hist:
+                if key in r:
+                    rows.setdefault(r["epoch"], {"epoch": r["epoch"]})[f"{key}/{label}"] = r[key]
+        panels.append({"title": key, "keys": [f"{key}/{label}" for label in runs],
+                       "history": [rows[e] for e in sorted(rows)]})
+    # the dotted line: the epoch the last run selects by the first key (its best)
+    selected = report["metrics"][args.keys[0]][list(runs)[-1]]["best_epoch"]
+    for panel in panels:
+        panel["selected"] = selected
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_training_curves(panels, out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
