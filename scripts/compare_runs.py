@@ -57,13 +57,12 @@ def main(argv=None) -> int:
         rows: dict[int, dict] = {}
         report["metrics"][key] = {}
         for label, (_, hist) in runs.items():
-            values = [r[key] for r in hist if key in r]
-            if not values:
+            scored = [r for r in hist if key in r]
+            if not scored:
                 sys.exit(f"error: run {label!r} has no {key!r} in its metrics.jsonl")
-            report["metrics"][key][label] = summarise(values, args.tail)
-            for r in hist:
-                if key in r:
-                    rows.setdefault(r["epoch"], {"epoch": r["epoch"]})[f"{key}/{label}"] = r[key]
+            report["metrics"][key][label] = summarise([r[key] for r in scored], args.tail)
+            for r in scored:
+                rows.setdefault(r["epoch"], {"epoch": r["epoch"]})[f"{key}/{label}"] = r[key]
         panels.append({"title": key, "keys": [f"{key}/{label}" for label in runs],
                        "history": [rows[e] for e in sorted(rows)]})
     # the dotted line: the epoch the last run selects by the first key (its best)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -144,7 +145,7 @@ class ModelEMA:
         self.module = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
 
     def decay_at(self, updates: int) -> float:
-        return self.decay * (1.0 - float(np.exp(-updates / self.horizon)))
+        return self.decay * (1.0 - math.exp(-updates / self.horizon))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -170,10 +171,6 @@ def add_ema_args(p) -> None:
                    help="keep an exponential moving average of the weights with this decay "
                         "per step (e.g. 0.998: a horizon of 500 steps) and validate, select "
                         "and ship the average (0: off)")
-
-
-def build_ema(model: nn.Module, decay: float) -> ModelEMA | None:
-    return ModelEMA(model, decay) if decay else None
 
 
 def selected_weights(state: dict) -> dict:

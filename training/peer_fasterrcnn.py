@@ -3,11 +3,11 @@ with an FPN on the ImageNet EfficientNet-Lite0 backbone
 (:func:`fcn_perception.models.fasterrcnn_peer.build_fasterrcnn_peer`).
 
     python -m fcn_perception.training.peer_fasterrcnn --data ../shared/camvid \
-        --out runs/peer_frcnn --pretrained imagenet --epochs 13 --batch-size 4 --lr 0.02 \
-        --scale-range 0.75 1.25 --threads 1
+        --out runs/peer_frcnn --pretrained imagenet --epochs 16 --batch-size 4 --lr 0.02 \
+        --scale-range 0.75 1.25 --ema-decay 0.998 --threads 1
 
-Trained by the same loop, on the same boxes, with the same augmentation and schedule
-as R-FCN (:func:`fcn_perception.training.train_detection.train_loop`).  The best epoch
+Trained by the same loop, on the same boxes, with the same augmentation, schedule and
+weight average as R-FCN (:func:`fcn_perception.training.train_detection.train_loop`).  The best epoch
 (val mAP@0.5) is saved as ``OUT/model.safetensors`` (fp32) with ``OUT/metrics.json``;
 it is not shipped.
 """

@@ -228,7 +228,7 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
     config.pop("func", None)
     run = engine.RunDir(args.out, config, dist.is_main, tensorboard=not args.no_tensorboard)
     ckpt = engine.Checkpointer(args.out, dist.is_main)
-    ema = engine.build_ema(model, args.ema_decay)
+    ema = engine.ModelEMA(model, args.ema_decay) if args.ema_decay else None
     start, best = 0, -1.0
     if args.resume:
         start, best = ckpt.resume(model, optimizer, scheduler, ema=ema)
