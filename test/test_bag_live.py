@@ -162,7 +162,7 @@ def test_live_round_trip_through_the_nodes(ros_domain, tmp_path):
             stdout=open(rec_log, "w"), stderr=subprocess.STDOUT)
         procs.append(("bag record", recorder, rec_log))
         _wait_file(tmp_path / "ready", 300, procs)
-        stats = play_bag(bag, topics=["/camera/image_raw"], wait_for_subscribers=3, delay=1.0,
+        stats = play_bag(bag, topics=["/camera/image_raw"], wait_for_subscribers=3, delay=3.0,
                          log=lambda s: None)
         assert stats.published == {"/camera/image_raw": frames}
         recorder.wait(timeout=180)
