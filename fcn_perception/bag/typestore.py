@@ -116,15 +116,17 @@ def detections_msg(result, stamp: int, frame_id: str):
 def detections_from_msg(msg, class_names=None):
     """``(boxes (N, 4) x1 y1 x2 y2, scores (N,), class_ids (N,))`` of a Detection2DArray.
 
-    Each detection's best hypothesis gives its class and score; ``class_id`` may be a
-    name in ``class_names`` or a numeric string.
+    Each detection's first hypothesis gives its class and score (the detected class:
+    the nodes put it first, :func:`fcn_perception.ros.layout.hypotheses`; the others are
+    the rest of its class distribution and may score higher, so they are not read);
+    ``class_id`` may be a name in ``class_names`` or a numeric string.
     """
     index = {n: i for i, n in enumerate(class_names or ())}
     boxes, scores, classes = [], [], []
     for det in msg.detections:
         if not det.results:
             continue
-        best = max(det.results, key=lambda r: r.hypothesis.score)
+        best = det.results[0]
         cid = best.hypothesis.class_id
         if cid in index:
             cls = index[cid]
