@@ -30,7 +30,7 @@ from fcn_perception.models import SEGMENTATION_ARCHS, build_model
 from fcn_perception.models.backbones import BACKBONES
 from fcn_perception.training import engine
 from fcn_perception.training.losses import class_frequencies, median_frequency_weights
-from fcn_perception.training.transforms import SegmentationTransform
+from fcn_perception.training.transforms import PHOTOMETRIC, SegmentationTransform
 from fcn_perception.weights_io import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -80,6 +80,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="run the network at this size (frames are resized, scores upsampled "
                         "back); default: native resolution. Recorded in the model card")
     p.add_argument("--val-every", type=int, default=1)
+    p.add_argument("--photometric", default="jitter", choices=PHOTOMETRIC,
+                   help="photometric augmentation: 'jitter' (colour jitter) or 'strong' "
+                        "(also blur, gamma, noise)")
+    p.add_argument("--select", default="best", choices=("best", "last"),
+                   help="which epoch ships: 'best' val mean IoU, or 'last' (a fixed schedule: "
+                        "use it when the val split shares sequences with train)")
+    engine.add_ema_args(p)
     engine.add_run_args(p)
 
 
@@ -118,7 +125,8 @@ def train(args: argparse.Namespace) -> dict:
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     train_set = CachedSegmentationSet(
         train_base,
-        SegmentationTransform(True, mean, std, tuple(args.crop), tuple(args.scale), ignore),
+        SegmentationTransform(True, mean, std, tuple(args.crop), tuple(args.scale), ignore,
+                              photometric=args.photometric),
         args.limit_train)
     val_set = CachedSegmentationSet(val_base, SegmentationTransform(False, mean, std),
                                     args.limit_val)
@@ -151,9 +159,10 @@ def train(args: argparse.Namespace) -> dict:
               "mean": mean, "std": std, "world_size": dist.world_size}
     run = engine.RunDir(args.out, config, dist.is_main, tensorboard=not args.no_tensorboard)
     ckpt = engine.Checkpointer(args.out, dist.is_main)
+    ema = engine.ModelEMA(model, args.ema_decay) if args.ema_decay else None
     start, best = 0, -1.0
     if args.resume:
-        start, best = ckpt.resume(model, optimizer, scheduler, scaler)
+        start, best = ckpt.resume(model, optimizer, scheduler, scaler, ema=ema)
         run.truncate_history(start - 1)
         print(f"resumed from {Path(args.out) / 'last.pt'} at epoch {start}", file=sys.stderr)
 
@@ -175,6 +184,8 @@ def train(args: argparse.Namespace) -> dict:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update(model)
             total += float(loss) * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -183,14 +194,15 @@ def train(args: argparse.Namespace) -> dict:
         is_best = False
         last = epoch == args.epochs - 1
         if dist.is_main and ((epoch + 1) % args.val_every == 0 or last):
-            scores = confusion_on(engine.unwrap(model), val_set, num_classes, ignore,
+            net = ema.module if ema is not None else engine.unwrap(model)
+            scores = confusion_on(net, val_set, num_classes, ignore,
                                   device, args.input_size).scores(train_base.classes)
             row.update({f"val/{k}": scores[k] for k in
                         ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")})
-            is_best = scores["mean_iou"] > best
+            is_best = scores["mean_iou"] > best if args.select == "best" else last
             best = max(best, scores["mean_iou"])
         run.log_epoch(epoch, row, args.epochs)  # before the checkpoint: a resume truncates re-done rows
-        ckpt.save(epoch, model, optimizer, scheduler, scaler, best, is_best)
+        ckpt.save(epoch, model, optimizer, scheduler, scaler, best, is_best, ema)
 
     summary = {}
     if dist.is_main:
@@ -223,7 +235,7 @@ def export_best(run_dir, arch: dict, classes, val_set, num_classes: int, ignore:
         "training": {k: config[k] for k in (
             "data", "train_split", "val_split", "epochs", "batch_size", "optimizer", "lr",
             "weight_decay", "crop", "scale", "balance", "balance_power", "pretrained", "seed",
-            "input_size")},
+            "input_size", "photometric", "ema_decay", "select")},
         "selected_epoch": int(state["epoch"]) + 1,
         "metrics": {"val": metrics},
     }
