@@ -7,7 +7,8 @@
 #
 # Steps, each skipped when its inputs have not changed (stamps in .venv/.fcn_stamps/):
 #   1. venv         create .venv with $PYTHON (default python3; CPython 3.10 - 3.14)
-#   2. pip          pip install -r requirements.txt (ROS 2 Kilted ros-* wheels, torch...)
+#   2. pip          pip install --require-hashes -r requirements.lock (every package pinned
+#                   with hashes; compiled from requirements.in by `make lock`)
 #   3. package      pip install -e . (fcn_perception itself, editable, no dependencies)
 #   4. vision_msgs  build interfaces/vision_msgs with CMake into .venv, unless another
 #                   vision_msgs is importable already (e.g. apt ROS 2 sourced)
@@ -46,7 +47,7 @@ _interfaces_files() { (cd "$ROOT" && find interfaces -type f ! -name '*.pyc' | L
 _setup_scripts() { (cd "$ROOT" && find scripts -maxdepth 1 \( -name setup.sh -o -name "_*.sh" \) | LC_ALL=C sort); }
 
 H_VENV="$(printf '%s\n' "$VENV" | sha256sum | cut -d' ' -f1)"
-H_PIP="$(_hash_files requirements.txt)"
+H_PIP="$(_hash_files requirements.lock)"
 H_PKG="$(_hash_files setup.py setup.cfg package.xml)"
 # shellcheck disable=SC2046
 H_MSGS="$(_hash_files $(_interfaces_files) scripts/_build_vision_msgs.sh)"
@@ -124,8 +125,8 @@ if ! _stamp_ok pip "$H_PIP"; then
     && ! "$PY" -c 'import torch' > /dev/null 2>&1; then
     log "WARNING: only $((avail_kb / 1024 / 1024)) GiB free for $VENV; torch with its CUDA libraries needs about 10 GiB"
   fi
-  log "installing Python dependencies from requirements.txt (the first time: ~5 GB, mostly torch)"
-  "${PIP[@]}" install --progress-bar off -r "$ROOT/requirements.txt"
+  log "installing Python dependencies from requirements.lock (the first time: ~5 GB, mostly torch)"
+  "${PIP[@]}" install --progress-bar off --require-hashes -r "$ROOT/requirements.lock"
   _stamp_set pip "$H_PIP"
 fi
 

@@ -93,23 +93,66 @@ def test_setup_is_idempotent_and_fast():
     assert elapsed < 5, f"an up-to-date check took {elapsed:.1f} s"
 
 
-@pytest.mark.skipif(not IN_REPO_VENV, reason="runs only in the repository's .venv")
-def test_installed_versions_match_requirements_pins():
+def _locked_pins() -> dict[str, str]:
+    """``requirements.lock``'s exact pins whose environment markers hold here."""
+    from packaging.requirements import Requirement
+
     pins = {}
-    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
-        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;#]+)", line.strip())
-        if m:
-            pins[m.group(1)] = m.group(2)
-    assert "torch" in pins and "torchvision" in pins and "ros-rclpy" in pins
+    text = (REPO_ROOT / "requirements.lock").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.split("--hash")[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate():
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"requirements.lock: {line!r} is not an exact pin"
+            pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+def canonicalize_name(name: str) -> str:
+    from packaging.utils import canonicalize_name as canon
+
+    return canon(name)
+
+
+def test_lock_pins_every_package_with_hashes_and_satisfies_requirements_in():
+    """requirements.lock is what `make lock` makes of requirements.in: each direct
+    requirement is locked at a version its specifier admits, and every pin has a hash."""
+    from packaging.requirements import Requirement
+
+    lock_text = (REPO_ROOT / "requirements.lock").read_text()
+    blocks = [b for b in lock_text.replace("\\\n", " ").splitlines()
+              if b.strip() and not b.strip().startswith("#")]
+    unhashed = [b.split()[0] for b in blocks if "--hash=sha256:" not in b]
+    assert blocks and not unhashed, f"pins without a hash: {unhashed}"
+    pins = _locked_pins()
+    stale = {}
+    for line in (REPO_ROOT / "requirements.in").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        locked = pins.get(canonicalize_name(req.name))
+        if locked is None or not req.specifier.contains(locked, prereleases=True):
+            stale[req.name] = (str(req.specifier), locked)
+    assert not stale, f"requirements.lock is stale for {stale}: run `make lock`"
+
+
+@pytest.mark.skipif(not IN_REPO_VENV, reason="runs only in the repository's .venv")
+def test_installed_versions_match_the_lock():
+    pins = _locked_pins()
+    assert {"torch", "torchvision", "ros-rclpy", "onnxruntime"} <= pins.keys()
     wrong = {}
     for name, version in pins.items():
         try:
             installed = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             installed = None
-        if installed != version:
+        if installed is None or canonicalize_name(installed) != canonicalize_name(version):
             wrong[name] = (version, installed)
-    assert not wrong, f"(pinned, installed) differ: {wrong}; run `make setup`"
+    assert not wrong, f"(locked, installed) differ: {wrong}; run `make setup`"
 
 
 def test_ci_runs_make_test():
