@@ -45,15 +45,44 @@ def resolve(value: str, args: dict[str, str]) -> str:
     return value
 
 
-def parse(path: Path):
+def parse(path: Path, overrides: dict[str, str] | None = None):
+    """``(root, args)``: the launch file and its arguments (defaults, then ``overrides``
+    as given on the ``ros2 launch`` command line), resolved."""
     root = ET.parse(path).getroot()
     assert root.tag == "launch"
     args = {}
     for arg in root.iter("arg"):
         assert "default" in arg.attrib, f"{path.name}: <arg {arg.get('name')}> needs a default"
         args[arg.get("name")] = arg.get("default")
+    args.update(overrides or {})
     args = {k: resolve(v, args) for k, v in args.items()}
     return root, args
+
+
+def condition_holds(element, args: dict[str, str]) -> bool:
+    """launch's ``if``/``unless`` attributes (true/false/1/0, case-insensitive)."""
+    for attr, want in (("if", True), ("unless", False)):
+        if element.get(attr) is not None:
+            value = resolve(element.get(attr), args).strip().lower()
+            assert value in ("true", "false", "1", "0"), f"{attr}={value!r}"
+            if (value in ("true", "1")) != want:
+                return False
+    return True
+
+
+def launch_environment(path: Path, overrides: dict[str, str] | None = None) -> dict:
+    """The environment variables the file's top-level <set_env> actions give every
+    process it starts after them (all of its nodes: checked)."""
+    root, args = parse(path, overrides)
+    env, seen_node = {}, False
+    for element in root:
+        if element.tag == "node":
+            seen_node = True
+        elif element.tag == "set_env":
+            assert not seen_node, f"{path.name}: <set_env> after a <node> misses it"
+            if condition_holds(element, args):
+                env[element.get("name")] = resolve(element.get("value"), args)
+    return env
 
 
 def node_launch_config(path: Path) -> list[dict]:
@@ -122,6 +151,41 @@ def test_launch_file_is_consistent(path: Path):
         assert set(cfg["remaps"]) <= SUBSCRIBED_TOPICS, cfg["remaps"]
         assert cfg["remaps"]["image"] == args["camera"]
         assert cfg["remaps"]["image/compressed"] == args["camera"] + "/compressed"
+
+
+FASTDDS_PROFILE = REPO / "config" / "fastdds.xml"
+#: one 3840x2160 rgb8 frame (the largest the profile is for)
+FRAME_4K = 3840 * 2160 * 3
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_loads_the_fastdds_profile_unless_turned_off(path: Path):
+    env = launch_environment(path)
+    assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]) == FASTDDS_PROFILE
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in launch_environment(
+        path, {"fastdds_profile": "false"})
+    other = "/robot/dds.xml"
+    assert launch_environment(path, {"fastdds_profile_file": other}) == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": other}
+
+
+def test_fastdds_profile_fits_4k_frames_and_keeps_udp():
+    """config/fastdds.xml: the default participant profile replaces the built-in
+    transports by a shared-memory segment that holds several 4K rgb8 frames and UDPv4."""
+    ns = {"d": "http://www.eprosima.com"}
+    root = ET.parse(FASTDDS_PROFILE).getroot()
+    transports = {t.findtext("d:transport_id", namespaces=ns): t
+                  for t in root.iterfind(".//d:transport_descriptor", ns)}
+    participants = [p for p in root.iterfind(".//d:participant", ns)
+                    if p.get("is_default_profile") == "true"]
+    assert len(participants) == 1
+    rtps = participants[0].find("d:rtps", ns)
+    assert rtps.findtext("d:useBuiltinTransports", namespaces=ns).strip() == "false"
+    used = [t.text.strip() for t in rtps.iterfind("d:userTransports/d:transport_id", ns)]
+    kinds = {transports[t].findtext("d:type", namespaces=ns): transports[t] for t in used}
+    assert set(kinds) == {"SHM", "UDPv4"}
+    segment = int(kinds["SHM"].findtext("d:segment_size", namespaces=ns))
+    assert segment >= 4 * FRAME_4K, segment
 
 
 @pytest.mark.parametrize("name", ["segmentation", "detection", "perception"])

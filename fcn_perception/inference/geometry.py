@@ -16,6 +16,11 @@ A :class:`Geometry` says how a frame is fed to the network:
       ``size`` (the sides of the frame are not seen).
 ``roi``
     ``(x, y, width, height)`` in input pixels (clipped to the frame); None: the frame.
+``max_pixels``
+    with ``size`` None, the most pixels the network runs at: a larger region is scaled
+    down to it, keeping its aspect (:data:`MAX_NETWORK_PIXELS` by default), so that the
+    memory one frame costs is bounded whatever size a camera sends.  The outputs are
+    mapped back to the frame as for any other network size.
 
 :meth:`Geometry.place` gives the :class:`Placement` of one frame size: the input
 rectangle the network sees (``region``), and the canvas rectangle it lands in
@@ -28,6 +33,7 @@ and pasted into a frame-sized map; pixels the network did not see get
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +41,10 @@ import numpy as np
 POLICIES = ("resize", "letterbox", "crop")
 #: label id of input pixels the network did not see (outside the ROI or the crop)
 UNSEEN_LABEL = 255
+#: default ``Geometry.max_pixels``: 1920x1080 runs at its own size; the FCN-8s / R-FCN
+#: Lite0 on ONNX Runtime CPU then need about 260 MB above a node's ~1.1 GB at rest, a
+#: node well inside 2 GB (docs/bench_transport.md; larger frames are scaled down to it)
+MAX_NETWORK_PIXELS = 1920 * 1080
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,10 @@ class Placement:
     region: Rect  # input pixels the network sees
     net_hw: tuple[int, int]  # the network input (canvas) size
     content: Rect  # canvas pixels the region is resized into
+    #: the region is scaled down here, in uint8, before it reaches a backend (a frame
+    #: above ``Geometry.max_pixels``: a float copy at its own size would cost 12 bytes
+    #: a pixel)
+    prescale: bool = False
 
     @property
     def whole_frame(self) -> bool:
@@ -90,9 +104,11 @@ class Placement:
         with letterbox padding, the canvas itself (the region resized here, the same way,
         and pasted on ``fill``) and ``net_hw`` (no further resize).
         """
+        region = rgb[self.region.slices()]
+        if self.prescale:
+            return shrink_image(region, self.net_hw), self.net_hw
         if not self.padded and self.region.hw == tuple(rgb.shape[:2]):
             return rgb, self.net_hw
-        region = rgb[self.region.slices()]
         if not self.padded:
             return np.ascontiguousarray(region), self.net_hw
         canvas = np.empty((*self.net_hw, 3), np.uint8)
@@ -157,8 +173,12 @@ class Geometry:
     policy: str = "resize"
     roi: tuple[int, int, int, int] | None = None
     fill: tuple[int, int, int] = (0, 0, 0)
+    max_pixels: int = MAX_NETWORK_PIXELS
 
     def __post_init__(self) -> None:
+        if int(self.max_pixels) < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        object.__setattr__(self, "max_pixels", int(self.max_pixels))
         if self.policy not in POLICIES:
             raise ValueError(f"aspect policy {self.policy!r} is not one of {', '.join(POLICIES)}")
         if self.size is not None:
@@ -210,6 +230,11 @@ class Geometry:
         region = self.region_of(input_hw)
         rh, rw = region.hw
         if self.size is None:
+            if rh * rw > self.max_pixels:  # scaled down, aspect kept
+                scale = math.sqrt(self.max_pixels / (rh * rw))
+                nh, nw = max(1, int(rh * scale)), max(1, int(rw * scale))
+                return Placement(tuple(input_hw), region, (nh, nw), Rect(0, 0, nh, nw),
+                                 prescale=True)
             return Placement(tuple(input_hw), region, (rh, rw), Rect(0, 0, rh, rw))
         nh, nw = self.size
         if self.policy == "letterbox":
@@ -246,6 +271,17 @@ def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         y = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False,
                           antialias=True)
         return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def shrink_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> the smaller ``size`` with Pillow's antialiased bilinear
+    filter, in uint8 (a frame above ``max_pixels``: :func:`resize_image` would hold a
+    float32 copy of the whole frame, 12 bytes a pixel; Pillow works in place in uint8)."""
+    from PIL import Image
+
+    h, w = size
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    return np.asarray(image.resize((int(w), int(h)), Image.BILINEAR))
 
 
 def resize_nearest(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -15,8 +15,14 @@ round-robin, :class:`~fcn_perception.ros.multi_camera.CameraSlots`) when it is f
 
 The subscriptions live from configure to cleanup, so that a re-activation starts with
 matched subscriptions (no discovery gap); frames are taken only between :meth:`activate`
-and :meth:`deactivate`.  Gaps in the frames' stamps count the frames lost before the
-callback (:class:`~fcn_perception.ros.input_gaps.StampGaps`), per camera.
+and :meth:`deactivate`.  With ``reliability`` ``auto`` each camera's subscription takes
+the reliability its publishers offer (:func:`~fcn_perception.ros.qos.offered_reliability`),
+checked again every :data:`QOS_RECHECK_S` seconds and the subscription re-created when
+the publishers changed it.  The publishers' sequence numbers (else the frames' stamps)
+count the frames lost before the callback
+(:class:`~fcn_perception.ros.input_gaps.StampGaps`), per camera; when more than 5% of a
+camera's recent frames are lost the node logs the likely cause and fix, at most once a
+minute (:func:`~fcn_perception.ros.input_gaps.loss_hint`).
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from fcn_perception.ros import qos
-from fcn_perception.ros.input_gaps import StampGaps, stamp_ns
+from fcn_perception.ros.input_gaps import LOSS_WARN_FRACTION, StampGaps, loss_hint, stamp_ns
 from fcn_perception.ros.multi_camera import (
     BatchWorker,
     CameraFrame,
@@ -39,6 +45,10 @@ from fcn_perception.ros.multi_camera import (
 from fcn_perception.ros.stats import FrameStats, LatencyWindow
 
 LOG_THROTTLE_S = 5.0
+#: seconds between two looks at the publishers' QoS (``auto`` reliability)
+QOS_RECHECK_S = 1.0
+#: the likely cause of losses is logged at most this often (seconds)
+LOSS_LOG_S = 60.0
 
 
 def input_topics(node: Node, image_topics, compressed: bool) -> list[str]:
@@ -77,6 +87,9 @@ class Camera:
     received: int = 0
     processed: int = 0
     sub: object = None
+    reliability: str = "best_effort"  # the subscription's
+    frame_bytes: int = 0  # the size of the last frame's data
+    frame_hw: tuple[int, int] | None = None  # the last decoded frame's (height, width)
 
 
 class CameraInput:
@@ -99,26 +112,67 @@ class CameraInput:
         multi = bool(parse_image_topics(image_topics))
         namespaces = camera_namespaces(node, image_topics, compressed)
         self.multi = multi
-        self.profile = qos.input_qos(reliability, depth)
+        if reliability not in qos.RELIABILITY_CHOICES:
+            raise ValueError(f"qos reliability {reliability!r}; expected one of "
+                             f"{qos.RELIABILITY_CHOICES}")
+        self.auto = reliability == "auto"
+        self._depth = int(depth)
         self.cameras = [Camera(i, t, ns) for i, (t, ns) in enumerate(zip(topics, namespaces))]
         self.worker = BatchWorker(len(self.cameras), process, self._on_worker_error,
                                   max_batch=max_batch or None,
                                   name=f"{node.get_name()}-worker").start()
-        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        self._events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         for cam in self.cameras:
-            cam.sub = node.create_subscription(
-                self.msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
-                self.profile, event_callbacks=events)
+            self._subscribe(cam, self._offered(cam) if self.auto else reliability)
         self.topic_name = self.cameras[0].topic if not multi else \
             ", ".join(c.topic for c in self.cameras)
-        self.description = (f"{self.topic_name} [{self.msg_type.__name__}, "
-                            f"{qos.describe(self.profile)}]")
         self._no_frame_warning_s = float(no_frame_warning_s)
         self._received_at_start = [0] * len(self.cameras)
         self._timer = None
+        self._loss_logged_at = -LOSS_LOG_S
         self.active = False
+        self._qos_timer = node.create_timer(QOS_RECHECK_S, self._recheck_qos) \
+            if self.auto else None
         node.get_logger().info(f"listening on {self.description}"
                                + (f" ({len(self.cameras)} cameras, one model)" if multi else ""))
+
+    @property
+    def profile(self):
+        """The first camera's subscription QoS."""
+        return self.cameras[0].sub.qos_profile
+
+    @property
+    def description(self) -> str:
+        """``topic [type, qos]`` (``auto:`` before the QoS when it follows the publishers)."""
+        qos_text = "; ".join(dict.fromkeys(qos.describe(c.sub.qos_profile)
+                                           for c in self.cameras))
+        return (f"{self.topic_name} [{self.msg_type.__name__}, "
+                f"{'auto: ' if self.auto else ''}{qos_text}]")
+
+    def _offered(self, cam: Camera) -> str:
+        infos = self.node.get_publishers_info_by_topic(cam.topic)
+        return qos.offered_reliability([i.qos_profile for i in infos])
+
+    def _subscribe(self, cam: Camera, reliability: str) -> None:
+        def on_frame(msg, info, cam=cam):
+            self._on_frame(cam, msg, info)
+
+        cam.reliability = reliability
+        cam.sub = self.node.create_subscription(
+            self.msg_type, cam.topic, on_frame, qos.input_qos(reliability, self._depth),
+            event_callbacks=self._events)
+
+    def _recheck_qos(self) -> None:
+        """``auto``: follow the publishers' reliability (timer, every QOS_RECHECK_S)."""
+        for cam in self.cameras:
+            wanted = self._offered(cam)
+            if wanted != cam.reliability:
+                old, cam.sub = cam.sub, None
+                self.node.destroy_subscription(old)
+                self._subscribe(cam, wanted)
+                self.node.get_logger().info(
+                    f"the publishers of {cam.topic} offer {wanted.replace('_', ' ')}: the "
+                    f"subscription is now {qos.describe(cam.sub.qos_profile)}")
 
     @property
     def sub(self):
@@ -159,6 +213,22 @@ class CameraInput:
                         f"cam{c.index + 1}/frames_dropped": self.worker.slots.dropped[c.index]})
         return out
 
+    def loss_report(self) -> tuple[float, str]:
+        """``(fraction, text)`` of the camera losing the largest fraction of its frames
+        before the node over the last seconds (fraction 0 and an empty text without loss)."""
+        worst = max(self.cameras, key=lambda c: c.gaps.loss_fraction())
+        fraction = worst.gaps.loss_fraction()
+        if fraction <= 0:
+            return 0.0, ""
+        received, lost = worst.gaps.window()
+        return fraction, (f"{lost} of {lost + received} frames ({100 * fraction:.0f}%) lost "
+                          f"before the node on {worst.topic}: {self._hint(worst)}")
+
+    def _hint(self, cam: Camera) -> str:
+        infos = self.node.get_publishers_info_by_topic(cam.topic)
+        offered = [qos.offered_reliability([i.qos_profile]) for i in infos]
+        return loss_hint(cam.frame_bytes, cam.reliability, offered)
+
     def activate(self) -> None:
         """Take frames from now on (and warn once if none arrives in time)."""
         self._received_at_start = [c.received for c in self.cameras]
@@ -177,22 +247,34 @@ class CameraInput:
     def close(self) -> None:
         """Unsubscribe and wait for the frame in flight."""
         self.active = False
+        timer, self._qos_timer = self._qos_timer, None
+        if timer is not None:
+            self.node.destroy_timer(timer)
         for cam in self.cameras:
             self.node.destroy_subscription(cam.sub)
         if not self.worker.stop(timeout=30.0):
             self.node.get_logger().warning("the worker did not finish its frame within 30 s")
         self._cancel_timer()
 
-    def _on_frame(self, cam: Camera, msg) -> None:
+    def _on_frame(self, cam: Camera, msg, info=None) -> None:
         if not self.active:
             return
         self.stats.count("received")
         cam.received += 1
-        stamp = stamp_ns(msg)
-        if stamp is not None:
-            cam.gaps.add(stamp)
+        cam.frame_bytes = len(msg.data)
+        gid = (info or {}).get("publisher_gid") or {}
+        lost = cam.gaps.add(stamp_ns(msg), (info or {}).get("publication_sequence_number"),
+                            bytes(gid.get("data", b"")) or None)
         if self.worker.submit(cam.index, (msg, time.monotonic())):
             self.stats.count("dropped")
+        now = time.monotonic()
+        if lost and now - self._loss_logged_at >= LOSS_LOG_S \
+                and cam.gaps.loss_fraction() > LOSS_WARN_FRACTION:
+            self._loss_logged_at = now
+            received, lost_window = cam.gaps.window()
+            self.node.get_logger().warning(
+                f"{lost_window} of {lost_window + received} frames lost before the node on "
+                f"{cam.topic} in the last seconds: {self._hint(cam)}")
 
     def upstream_text(self) -> str:
         """Frames lost before the node, for a diagnostics message."""
@@ -218,7 +300,7 @@ class CameraInput:
         policy = getattr(info.last_policy_kind, "name", info.last_policy_kind)
         self.node.get_logger().warning(
             f"a publisher on {self.description} has an incompatible QoS ({policy}); with a "
-            "best-effort camera use qos_reliability:=best_effort",
+            "best-effort camera use qos_reliability:=best_effort (or auto, the default)",
             throttle_duration_sec=LOG_THROTTLE_S)
 
     def _cancel_timer(self) -> None:
@@ -234,7 +316,12 @@ class CameraInput:
             if cam.received > before:
                 continue
             infos = self.node.get_publishers_info_by_topic(cam.topic)
-            hint = qos.compatibility_hint(self.profile, [i.qos_profile for i in infos])
+            profile = cam.sub.qos_profile
+            hint = qos.compatibility_hint(profile, [i.qos_profile for i in infos])
+            if infos and cam.frame_bytes == 0 and cam.reliability == "best_effort":
+                hint += ("; large frames from a best-effort camera on this host need "
+                         "config/fastdds.xml in both processes (README: \"Cameras, DDS and "
+                         "lost frames\")")
             self.node.get_logger().warning(
                 f"no frame received on {cam.topic} [{self.msg_type.__name__}, "
-                f"{qos.describe(self.profile)}] in {self._no_frame_warning_s:g} s: {hint}")
+                f"{qos.describe(profile)}] in {self._no_frame_warning_s:g} s: {hint}")

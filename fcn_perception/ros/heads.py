@@ -25,6 +25,7 @@ from fcn_perception.ros.params import (
     geometry_options,
     parse_device,
     predictor_options,
+    roi_problem,
     validate_classes,
 )
 
@@ -104,11 +105,15 @@ class TaskHead:
         from dataclasses import replace
 
         opts = geometry_options(self.param)
-        self.predictor.geometry = replace(geometry, policy=opts["aspect"], roi=opts["roi"])
+        self.predictor.geometry = replace(geometry, policy=opts["aspect"], roi=opts["roi"],
+                                          max_pixels=opts["max_pixels"])
 
     def validate(self, name: str, value) -> str | None:
-        """A reason parameter ``name`` = ``value`` does not suit the loaded model, else None."""
-        return None
+        """A reason parameter ``name`` = ``value`` does not suit the loaded model (or, for
+        the ROI, the frames received), else None."""
+        camera = self.node._input
+        sizes = [c.frame_hw for c in camera.cameras if c.frame_hw] if camera else []
+        return roi_problem(self.param, name, value, sizes)
 
     def configured_problem(self) -> str | None:
         """After loading: a reason the parameters do not suit the model, else None."""
@@ -256,7 +261,7 @@ class DetectionHead(TaskHead):
     def validate(self, name: str, value) -> str | None:
         if name == "classes" and self.classes:
             return validate_classes(value, self.classes)
-        return None
+        return super().validate(name, value)
 
     def apply_runtime_params(self) -> None:
         self.apply_geometry()

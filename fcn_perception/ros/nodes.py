@@ -41,6 +41,7 @@ from fcn_perception.inference.backends import free_accelerator_memory
 from fcn_perception.ros import messages, qos
 from fcn_perception.ros.camera_input import LOG_THROTTLE_S, CameraInput, camera_namespaces
 from fcn_perception.ros.heads import HEADS, TaskHead
+from fcn_perception.ros.input_gaps import LOSS_WARN_FRACTION
 from fcn_perception.ros.params import NODES, descriptor, help_text, node_specs
 from fcn_perception.ros.ros_args import check_ros_args
 from fcn_perception.ros.stats import FrameStats, HealthMonitor, task_values
@@ -197,7 +198,9 @@ class PerceptionNode(LifecycleNode):
         camera = self._input
         self._health = HealthMonitor(self.stats, float(v["no_frame_warning_s"]) or 5.0,
                                      expected_rate=float(v["expected_rate"]),
-                                     upstream=camera.upstream_text if camera else None)
+                                     upstream=camera.upstream_text if camera else None,
+                                     loss=camera.loss_report if camera else None,
+                                     loss_warn=LOSS_WARN_FRACTION)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
         if camera is not None:
             camera.activate()
@@ -296,6 +299,8 @@ class PerceptionNode(LifecycleNode):
                 self.get_logger().info(
                     f"first frame on {topic}: {rgb.shape[1]}x{rgb.shape[0]} "
                     f"{getattr(msg, 'encoding', None) or getattr(msg, 'format', '')}")
+            if frame.camera < len(cameras):  # runtime ROI checks use it (params.roi_problem)
+                cameras[frame.camera].frame_hw = rgb.shape[:2]
             frames.append((frame.camera, msg, received_at, rgb, wanted))
         if not frames:
             return

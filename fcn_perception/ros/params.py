@@ -20,6 +20,7 @@ from typing import Any
 
 from fcn_perception.inference import backends
 from fcn_perception.inference.contract import check_task
+from fcn_perception.inference.geometry import MAX_NETWORK_PIXELS, Geometry
 
 
 def kind_of(value) -> str:
@@ -100,9 +101,11 @@ NODE_PARAMS = (
     ParamSpec("input_transport", "raw", "raw: subscribe to `image` (sensor_msgs/Image); "
               "compressed: to `image/compressed` (sensor_msgs/CompressedImage, JPEG/PNG)",
               choices=("raw", "compressed")),
-    ParamSpec("qos_reliability", "best_effort", "input subscription reliability: best_effort "
-              "(sensor-data QoS; matches every publisher) or reliable (only reliable "
-              "publishers)", choices=("best_effort", "reliable")),
+    ParamSpec("qos_reliability", "auto", "input subscription reliability: auto (what the "
+              "camera's publishers offer: reliable when all of them are, else best effort; "
+              "followed when publishers come and go), best_effort (sensor-data QoS; matches "
+              "every publisher) or reliable (only reliable publishers)",
+              choices=("auto", "best_effort", "reliable")),
     ParamSpec("qos_depth", 5, "input subscription history depth", minimum=1, maximum=100),
     ParamSpec("no_frame_warning_s", 5.0, "warn once when no frame has arrived this many "
               "seconds after activation (0: never)", minimum=0.0, maximum=3600.0),
@@ -146,6 +149,12 @@ PREDICTOR_PARAMS = (
               "network_width", minimum=0, maximum=8192),
     ParamSpec("network_width", 0, "network input width in pixels (0: the model card's)",
               minimum=0, maximum=8192),
+    ParamSpec("max_network_pixels", MAX_NETWORK_PIXELS, "when the network runs at each "
+              "frame's own size (card input size none, network_height 0): larger frames "
+              "(or ROIs) are scaled down to this many pixels, aspect kept, and the outputs "
+              "mapped back to the frame, so one frame's memory is bounded (default 1920x1080:"
+              " about 260 MB above the node's own on the CPU)", minimum=4096,
+              maximum=16384 * 16384, runtime=True),
     ParamSpec("aspect_policy", "resize", "how a frame (or ROI) whose aspect differs from the "
               "network input's is fitted: resize (stretch), letterbox (scale to fit, pad "
               "with the mean colour) or crop (centre crop; the sides get label 255, no "
@@ -207,10 +216,32 @@ def predictor_options(param: Callable[[str], Any]) -> dict[str, Any]:
 
 
 def geometry_options(param: Callable[[str], Any]) -> dict[str, Any]:
-    """``aspect`` and ``roi`` (``load_predictor``'s names) from the runtime geometry
+    """``aspect`` and ``roi`` (``load_predictor``'s names) and ``max_pixels`` (the
+    :class:`~fcn_perception.inference.geometry.Geometry` field) from the runtime geometry
     parameters; ``roi`` None when all four are 0."""
     roi = tuple(int(param(f"roi_{k}")) for k in ("x", "y", "width", "height"))
-    return {"aspect": param("aspect_policy"), "roi": None if roi == (0, 0, 0, 0) else roi}
+    return {"aspect": param("aspect_policy"), "roi": None if roi == (0, 0, 0, 0) else roi,
+            "max_pixels": int(param("max_network_pixels"))}
+
+
+ROI_PARAMS = ("roi_x", "roi_y", "roi_width", "roi_height")
+
+
+def roi_problem(param: Callable[[str], Any], name: str, value,
+                frame_sizes: list[tuple[int, int]]) -> str | None:
+    """Why setting ROI parameter ``name`` to ``value`` (the others as ``param`` gives
+    them) would make every frame of the sizes seen so far (``(height, width)``) fail,
+    else None (also when no frame has been seen yet)."""
+    if name not in ROI_PARAMS or not frame_sizes:
+        return None
+    roi = tuple(int(value) if k == name else int(param(k)) for k in ROI_PARAMS)
+    for hw in frame_sizes:
+        try:
+            Geometry(roi=roi).region_of(hw)
+        except ValueError as exc:
+            return (f"{name}={value} refused: {exc} (the last frame received); the ROI's "
+                    "x, y must lie inside the frame")
+    return None
 
 
 TASK_PARAMS = {

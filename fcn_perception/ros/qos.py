@@ -10,10 +10,26 @@ from rclpy.qos import (
 )
 
 RELIABILITIES = ("best_effort", "reliable")
+#: the ``qos_reliability`` parameter's choices: ``auto`` takes what the publishers offer
+RELIABILITY_CHOICES = ("auto", *RELIABILITIES)
+
+
+def offered_reliability(publisher_profiles: list[QoSProfile]) -> str:
+    """The reliability a subscription should take to get every frame of these
+    publishers: ``reliable`` when there are publishers and all of them offer it (a
+    reliable subscription to a reliable camera has its lost samples sent again, and
+    large frames then arrive even through Fast DDS's default 512 KiB shared-memory
+    segment), else ``best_effort`` (it matches every publisher), as ``ros2 bag record``
+    adapts its QoS."""
+    if publisher_profiles and all(p.reliability == ReliabilityPolicy.RELIABLE
+                                  for p in publisher_profiles):
+        return "reliable"
+    return "best_effort"
 
 
 def input_qos(reliability: str = "best_effort", depth: int = 5) -> QoSProfile:
-    """The camera subscription's QoS.
+    """The camera subscription's QoS (``reliability`` ``best_effort`` or ``reliable``;
+    ``auto`` is resolved by the caller with :func:`offered_reliability`).
 
     ``best_effort`` is ROS's sensor-data profile (best effort, volatile, keep last
     ``depth``): it matches both best-effort and reliable camera publishers.
@@ -90,7 +106,7 @@ def compatibility_hint(sub_profile: QoSProfile, publisher_profiles: list[QoSProf
     ):
         return (
             "the publisher is best effort but this subscription is reliable, so they do "
-            "not connect: set qos_reliability:=best_effort"
+            "not connect: set qos_reliability:=best_effort (or auto, the default)"
         )
     return (
         f"{len(publisher_profiles)} publisher(s) with compatible QoS "

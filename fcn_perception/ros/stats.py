@@ -100,17 +100,21 @@ class HealthMonitor:
     second) is below :data:`RATE_TOLERANCE` x ``expected_rate`` while someone listens;
     otherwise OK, *idle* when frames arrive but nobody subscribes to an output.
     ``upstream()`` may return a short text about frames lost before the node (stamp
-    gaps) for the rate warning.
+    gaps) for the rate warning.  ``loss()`` may return ``(fraction, text)``: the
+    fraction of the recent frames lost before the node, WARN (with the text) above
+    ``loss_warn`` whatever the output rate.
     """
 
     def __init__(self, stats: FrameStats, silent_after_s: float,
                  now: float | None = None, expected_rate: float = 0.0,
-                 upstream=None) -> None:
+                 upstream=None, loss=None, loss_warn: float = 0.05) -> None:
         self.stats = stats
         self.silent_after_s = float(silent_after_s)
         self.started_at = time.monotonic() if now is None else now
         self.expected_rate = float(expected_rate)
         self.upstream = upstream
+        self.loss = loss
+        self.loss_warn = float(loss_warn)
         self._last = dict(stats.counts)
 
     def assess(self, source: str, now: float | None = None) -> tuple[dict, str, str | None]:
@@ -126,6 +130,10 @@ class HealthMonitor:
             return snap, "warn", f"no frame for {silent_for:.0f} s on {source}"
         if bad > 0:
             return snap, "warn", f"{bad} bad frame(s) skipped: {self.stats.last_error}"
+        if self.loss is not None:
+            fraction, text = self.loss()
+            if fraction > self.loss_warn:
+                return snap, "warn", text
         if delta["processed"] == 0 and delta["skipped"] > 0:
             return snap, "ok", "idle: nobody subscribes to the outputs"
         if (self.expected_rate > 0 and now - self.started_at >= RATE_GRACE_S

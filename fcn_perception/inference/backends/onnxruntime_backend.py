@@ -38,6 +38,11 @@ def session_options(num_threads: int | None = None):
     so.intra_op_num_threads = int(num_threads or physical_cores())
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # no CPU memory arena: the arena keeps the peak of the largest frame it has seen for
+    # the session's life (+256 MB held after one 1080x1920 frame, measured); without it
+    # ONNX Runtime frees each run's buffers and the next frame costs the same time within
+    # the noise (docs/bench_transport.md)
+    so.enable_cpu_mem_arena = False
     return so
 
 
