@@ -2,8 +2,10 @@
 
 CPU: all graph optimisations (``ORT_ENABLE_ALL``: conv+BN+ReLU fusion, NCHWc layouts),
 one intra-op thread per physical core, sequential execution, normalisation into a reused
-buffer.  CUDA: I/O binding, with the uint8 image uploaded and normalised on the GPU by
-torch when torch has CUDA (four times less to copy than float32).
+buffer; int8 Q/DQ graphs in the arithmetic that agrees with fp32 on any x86 CPU
+(:mod:`fcn_perception.inference.int8_cpu`).  CUDA: I/O binding, with the uint8 image
+uploaded and normalised on the GPU by torch when torch has CUDA (four times less to copy
+than float32).
 """
 from __future__ import annotations
 
@@ -54,8 +56,25 @@ def io_specs(session) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return [spec(a) for a in session.get_inputs()], [spec(a) for a in session.get_outputs()]
 
 
+def _configure_int8(options, path: Path) -> str | None:
+    """For an int8 Q/DQ graph, set ``options`` to the arithmetic that agrees with fp32 on
+    any x86 CPU and return its name (:mod:`fcn_perception.inference.int8_cpu`); None for
+    other graphs (and unreadable files: the session then says what is wrong)."""
+    import onnx
+
+    from fcn_perception.inference.int8_cpu import configure_session, int8_format
+
+    try:
+        fmt = int8_format(onnx.load(str(path), load_external_data=False))
+    except Exception:  # noqa: BLE001 -- reported by InferenceSession below
+        return None
+    return None if fmt is None else configure_session(options, fmt, path)
+
+
 class OnnxRuntimeBackend(Backend):
     """Run an ONNX file that follows the task contract."""
+
+    int8_arithmetic: str | None = None
 
     def __init__(self, onnx_path: str | Path, task: str, spec: InputSpec, device: str = "cpu",
                  precision: str | None = None, num_threads: int | None = None,
@@ -114,9 +133,11 @@ class OnnxRuntimeBackend(Backend):
 
             check_int8_task(task)
             self.path = quantized_onnx(self.path, calibration_images, spec, calibrator)
+        options = session_options(num_threads)
+        #: int8 Q/DQ graph on the CPU: how it is evaluated (int8_cpu.ARITHMETICS), else None
+        self.int8_arithmetic = _configure_int8(options, self.path) if device == "cpu" else None
         try:
-            self.session = ort.InferenceSession(str(self.path), session_options(num_threads),
-                                                providers=providers)
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:
             raise ModelFileError(
                 f"onnxruntime could not load {self.path} ({type(exc).__name__}: {exc}); "
@@ -155,6 +176,11 @@ class OnnxRuntimeBackend(Backend):
                 self._use_torch_cuda = torch.cuda.is_available()
             except ImportError:
                 pass
+
+    def describe(self) -> str:
+        if self.int8_arithmetic:
+            return f"{self.name} (int8, {self.int8_arithmetic})"
+        return super().describe()
 
     def _session_for(self, confidence: bool):
         """``(session, output names)`` for a frame with or without confidence."""
