@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if allow_modified:
-            from fcn_perception.weights_io import allow_modified_weights  # imports torch
+            from fcn_perception.card import allow_modified_weights  # imports torch
 
             allow_modified_weights()
         return int(args.func(args) or 0)

@@ -51,7 +51,7 @@ done
 # The shipped weights (or the ones given) must be there: the demo downloads nothing.
 python - "$SEG_WEIGHTS" "$DET_WEIGHTS" <<'EOF' || exit 1
 import sys
-from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
+from fcn_perception.card import DEFAULT_WEIGHTS, read_card
 for task, given in zip(("segmentation", "detection"), sys.argv[1:]):
     path = given or DEFAULT_WEIGHTS[task]
     try:

@@ -158,6 +158,7 @@ def step_tensorrt(report: Report, iterations: int, work: Path) -> None:
     import torch
 
     import fcn_perception
+    from fcn_perception.card import DEFAULT_WEIGHTS
     from fcn_perception.inference.agreement import compare_frames
     from fcn_perception.inference.backends.tensorrt_backend import (
         get_engine,
@@ -165,7 +166,6 @@ def step_tensorrt(report: Report, iterations: int, work: Path) -> None:
     )
     from fcn_perception.inference.engine_cache import Profile, read_sidecar
     from fcn_perception.inference.export import cached_onnx, check_onnx
-    from fcn_perception.weights_io import DEFAULT_WEIGHTS
 
     reason = tensorrt_unavailable()
     if reason:

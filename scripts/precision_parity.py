@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import fcn_perception
+from fcn_perception.card import DEFAULT_WEIGHTS, sha256_of
 from fcn_perception.inference.agreement import compare_frames, read_frames
 from fcn_perception.inference.calibration import DEFAULT_LIMIT, DEFAULT_METHOD
 from fcn_perception.inference.export import cached_onnx, fp16_onnx, read_onnx_card
 from fcn_perception.inference.preprocess import InputSpec
 from fcn_perception.inference.quantize import quantized_onnx
-from fcn_perception.weights_io import DEFAULT_WEIGHTS, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,10 +17,10 @@ import numpy as np
 from PIL import Image
 
 import fcn_perception
+from fcn_perception.card import DEFAULT_WEIGHTS, read_card
 from fcn_perception.evaluation.camvid import CamVid
 from fcn_perception.evaluation.plots import plot_training_curves
 from fcn_perception.imaging.drawing import blend, colorize, draw_detections, palette_lut
-from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
 
 
 def overlay_grid(data: CamVid, frames: list[int], min_score: float) -> np.ndarray:

@@ -15,11 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
+from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD, write_card
 from fcn_perception.evaluation.boxes import derivation_rule
 from fcn_perception.evaluation.camvid import CLASSES, PALETTE
 from fcn_perception.models import build_model
 from fcn_perception.models.rfcn import architecture
-from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
+from fcn_perception.weights_io import save_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

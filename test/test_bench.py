@@ -2,9 +2,9 @@
 (The bench is a command, not a timed test: nothing here checks speed.)"""
 from __future__ import annotations
 
+from fcn_perception.card import read_card
 from fcn_perception.cli import main
 from fcn_perception.inference.bench import PEER_NAME, model_title
-from fcn_perception.weights_io import read_card
 
 
 def test_bench_writes_the_table(tmp_path, seg_weights, capsys):

@@ -82,7 +82,7 @@ def test_predictor_confidence_on_request(fcn, backend, size, tmp_path, monkeypat
     """Native (labels graph) and reduced size (logits): confidence at the input resolution,
     in [0, 1], consistent with the labels; labels unchanged; nothing without asking."""
     import fcn_perception
-    from fcn_perception.weights_io import read_card, write_card
+    from fcn_perception.card import read_card, write_card
 
     monkeypatch.setenv("FCN_PERCEPTION_CACHE", str(tmp_path / "cache"))
     path, _, _ = fcn

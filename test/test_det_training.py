@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fcn_perception.card import read_card, sha256_of
 from fcn_perception.cli import main as cli_main
 from fcn_perception.training import train_detection as td
-from fcn_perception.weights_io import read_card, sha256_of
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]

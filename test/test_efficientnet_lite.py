@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from torchvision.models import ResNet18_Weights
 
+from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD
 from fcn_perception.errors import WeightsError
 from fcn_perception.models import build_model
 from fcn_perception.models.efficientnet_lite import EfficientNetLite, imagenet_weights_path
-from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
 # ImageNet classes a street scene may plausibly show (vehicles, traffic furniture)

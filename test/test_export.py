@@ -19,9 +19,9 @@ import pytest
 from onnx import TensorProto
 
 import fcn_perception
+from fcn_perception.card import DEFAULT_WEIGHTS
 from fcn_perception.cli import main
 from fcn_perception.inference.agreement import compare_frames, matched_boxes, read_frames
-from fcn_perception.weights_io import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "camvid"

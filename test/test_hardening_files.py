@@ -24,16 +24,10 @@ from fcn_perception import cli
 from fcn_perception.bag import typestore as T
 from fcn_perception.bag.make import make_bag
 from fcn_perception.bag.mcap_crc import add_chunk_crcs, verify_chunk_crcs
+from fcn_perception.card import DEFAULT_WEIGHTS, card_path_for, read_card, validate_card, write_card
 from fcn_perception.errors import BagError, CheckpointError, WeightsError
 from fcn_perception.evaluation.camvid import CLASSES
-from fcn_perception.weights_io import (
-    DEFAULT_WEIGHTS,
-    card_path_for,
-    read_card,
-    save_state_dict,
-    validate_card,
-    write_card,
-)
+from fcn_perception.weights_io import save_state_dict
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"
 MAX_LINES = 8  # a bag error adds the bag's topics, one per line
@@ -498,7 +492,7 @@ def test_allow_modified_weights_is_the_explicit_opt_out(models, tmp_path, capsys
     argv = ["export", "--weights", edited, "--output", tmp_path / "pruned.onnx"]
     code, _, err = run_cli(argv, capsys)
     assert_one_short_message(code, err, ("pruned.safetensors", "sha256"), 2)
-    import fcn_perception.weights_io as wio
+    import fcn_perception.card as wio
 
     try:
         code, out, err = run_cli([*argv, "--allow-modified-weights"], capsys)
@@ -527,8 +521,8 @@ def test_hash_is_verified_by_every_loader(models, tmp_path):
     Runtime, whose export cache is keyed by the weights' bytes) refuse edited weights;
     allow_modified_weights(path) lets that one file through."""
     from fcn_perception import load_predictor
+    from fcn_perception.card import _allowed_modified, allow_modified_weights
     from fcn_perception.inference.export import load_model
-    from fcn_perception.weights_io import _allowed_modified, allow_modified_weights
 
     edited = tmp_path / "edited.safetensors"
     shutil.copyfile(models["segmentation"], edited)

@@ -413,7 +413,7 @@ def test_node_command_with_corrupt_weights_exits_with_one_line(seg_weights, tmp_
     stays unconfigured instead, for lifecycle managers)."""
     import shutil
 
-    from fcn_perception.weights_io import card_path_for
+    from fcn_perception.card import card_path_for
 
     bad = tmp_path / "corrupt.safetensors"
     shutil.copyfile(seg_weights, bad)

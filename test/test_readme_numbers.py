@@ -24,7 +24,7 @@ def test_readme_holds_the_generated_tables():
 
 
 def test_generated_tables_carry_the_card_values():
-    from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
+    from fcn_perception.card import DEFAULT_WEIGHTS, read_card
 
     tables = _tables()
     seg = read_card(DEFAULT_WEIGHTS["segmentation"])["metrics"]["val"]

@@ -9,6 +9,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD
 from fcn_perception.errors import WeightsError
 from fcn_perception.evaluation.boxes import derive_boxes
 from fcn_perception.models import build_model
@@ -16,12 +17,7 @@ from fcn_perception.models.anchors import AnchorGenerator
 from fcn_perception.models.box_coder import BoxCoder, match_boxes
 from fcn_perception.models.psroi import ps_roi_pool
 from fcn_perception.models.rfcn import RFCNExport, architecture, export_onnx, init_backbone_from
-from fcn_perception.weights_io import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    load_weights_into,
-    save_state_dict,
-)
+from fcn_perception.weights_io import load_weights_into, save_state_dict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "camvid_sample"

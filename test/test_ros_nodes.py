@@ -459,7 +459,7 @@ def test_node_process_namespace_qos_warnings_and_outputs(harness, weights, frame
 def test_stream_30hz_for_20s_drops_instead_of_queueing(harness, tmp_path, frames, ros_domain):
     """The default model size (FCN-8s ResNet-18 at 180x240, the shipped card's input) on
     360x480 CamVid frames at 30 Hz: the node answers the newest frame, memory stays flat."""
-    from fcn_perception.weights_io import DEFAULT_WEIGHTS
+    from fcn_perception.card import DEFAULT_WEIGHTS
 
     shipped = DEFAULT_WEIGHTS["segmentation"]
     if shipped.is_file():

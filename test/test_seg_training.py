@@ -9,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD
 from fcn_perception.errors import DatasetError, WeightsError
 from fcn_perception.evaluation.camvid import CamVid
 from fcn_perception.models import build_model
 from fcn_perception.training import train_segmentation as ts
 from fcn_perception.training.transforms import SegmentationTransform
-from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, load_weights_into
+from fcn_perception.weights_io import load_weights_into
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from fcn_perception.card import DEFAULT_WEIGHTS, read_card, sha256_of
 from fcn_perception.evaluation.camvid import CLASSES, PALETTE, CamVid
 from fcn_perception.models import build_model
 from fcn_perception.training.train_segmentation import CachedSegmentationSet, confusion_on
 from fcn_perception.training.transforms import SegmentationTransform
-from fcn_perception.weights_io import DEFAULT_WEIGHTS, load_weights_into, read_card, sha256_of
+from fcn_perception.weights_io import load_weights_into
 
 SEG, DET = DEFAULT_WEIGHTS["segmentation"], DEFAULT_WEIGHTS["detection"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fcn_perception.card import DEFAULT_WEIGHTS
 from fcn_perception.inference import engine_cache as ec
-from fcn_perception.weights_io import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = dict(onnx_sha256="a" * 64, trt_version="10.3.0", gpu_name="NVIDIA H100 80GB HBM3",

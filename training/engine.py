@@ -329,7 +329,7 @@ def ship_run(run_dir: str | Path, dest: str | Path, machine: str | None = None) 
     re-hashed; ``training.time`` added from the run's metrics).  Returns the card path."""
     import shutil
 
-    from fcn_perception.weights_io import read_card, write_card
+    from fcn_perception.card import read_card, write_card
 
     run_dir, dest = Path(run_dir), Path(dest)
     card = read_card(run_dir / "model.safetensors")

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fcn_perception.card import DEFAULT_WEIGHTS, read_card
 from fcn_perception.evaluation.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
 from fcn_perception.evaluation.detection import DetectionEvaluator
 from fcn_perception.evaluation.plots import plot_pr_curves
 from fcn_perception.inference.backends import NAMES as BACKEND_NAMES
 from fcn_perception.training.det_data import image_tensor, open_detection_split
-from fcn_perception.weights_io import DEFAULT_WEIGHTS, load_weights_into, read_card
+from fcn_perception.weights_io import load_weights_into
 
 
 @torch.inference_mode()

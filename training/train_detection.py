@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD
 from fcn_perception.evaluation.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
 from fcn_perception.models.rfcn import NECK_STRIDES
 from fcn_perception.training import engine
@@ -43,7 +44,6 @@ from fcn_perception.training.det_data import (
     open_detection_split,
 )
 from fcn_perception.training.evaluate_detection import evaluate_model
-from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD
 
 RFCN_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
                   "resnet18", "resnet34", "resnet50", "resnet101")
@@ -156,9 +156,10 @@ class RFCNAdapter:
 
     def finish(self, run_dir: Path, config: dict, train_src, val_src, device) -> dict:
         """``model.safetensors`` (fp16) + card from ``best.pt``, scored on val in fp16."""
+        from fcn_perception.card import write_card
         from fcn_perception.evaluation.plots import plot_pr_curves
         from fcn_perception.models import build_model
-        from fcn_perception.weights_io import load_weights_into, save_state_dict, write_card
+        from fcn_perception.weights_io import load_weights_into, save_state_dict
 
         state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
         weights = run_dir / "model.safetensors"

@@ -136,7 +136,7 @@ def eval_main(args: argparse.Namespace) -> int:
     weights = {"segmentation": args.seg_weights, "detection": args.det_weights}
     kwargs = {}
     if args.predictions:
-        from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
+        from fcn_perception.card import DEFAULT_WEIGHTS, read_card
 
         for task in tasks:
             kwargs[f"{task[:3]}_card"] = read_card(weights[task] or DEFAULT_WEIGHTS[task])

@@ -132,8 +132,9 @@ def untrained_weights(task: str, folder: Path) -> Path:
     """A default-architecture model with random weights (timing does not need training)."""
     import torch
 
+    from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD, write_card
     from fcn_perception.models import build_model
-    from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD, save_state_dict, write_card
+    from fcn_perception.weights_io import save_state_dict
 
     if task == "segmentation":
         arch = {"name": "fcn8s", "backbone": "efficientnet_lite0", "num_classes": 11}
@@ -179,11 +180,11 @@ def _resize(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def run_bench(args) -> list[Row]:
     import torch
 
+    from fcn_perception.card import DEFAULT_WEIGHTS
     from fcn_perception.inference.backends import CONCRETE, available_backends, canonical_name
     from fcn_perception.inference.engine_cache import parse_hw
     from fcn_perception.inference.export import export_module, load_model
     from fcn_perception.inference.predictor import load_predictor
-    from fcn_perception.weights_io import DEFAULT_WEIGHTS
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")

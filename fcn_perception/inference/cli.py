@@ -20,7 +20,7 @@ def _add_model_args(p: argparse.ArgumentParser, required_task: bool = False) -> 
 
 
 def _resolve(args) -> tuple[str, Path]:
-    from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
+    from fcn_perception.card import DEFAULT_WEIGHTS, read_card
 
     if args.weights is None:
         if args.task is None:

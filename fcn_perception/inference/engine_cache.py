@@ -25,7 +25,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fcn_perception.weights_io import sha256_of
+from fcn_perception.card import sha256_of
 
 KEY_VERSION = 2
 _HW = re.compile(r"^\s*(\d+)\s*[xX,]\s*(\d+)\s*$")

@@ -13,56 +13,35 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fcn_perception.errors import ModelFileError, WeightsError
-from fcn_perception.inference.contract import (
-    INPUT_NAME,
-    OUTPUTS,
-    TensorSpec,
-    check_task,
-    validate_io,
+from fcn_perception.card import read_card, sha256_of
+from fcn_perception.errors import WeightsError
+from fcn_perception.inference.contract import INPUT_NAME, OUTPUTS, check_task
+
+# the torch-free ONNX file readers live in onnx_file; imported here for export's own use
+# and for the callers that import them from export
+from fcn_perception.inference.onnx_file import (  # noqa: F401
+    CARD_KEY,
+    DEFAULT_OPSET,
+    EXPORT_VERSION,
+    SHA_KEY,
+    cache_dir,
+    check_onnx,
+    load_onnx_proto,
+    onnx_cache_path,
+    onnx_io_specs,
+    read_onnx_card,
+    read_onnx_metadata,
+    segmentation_output,
 )
-from fcn_perception.weights_io import (
-    load_weights_into,
-    read_card,
-    sha256_of,
-    validate_card,
-    verify_sha256,
-)
+from fcn_perception.weights_io import load_weights_into
 
 log = logging.getLogger("fcn_perception.inference")
-
-EXPORT_VERSION = 4  # bump when the exported graph changes for the same weights
-DEFAULT_OPSET = 17
-CARD_KEY = "fcn_perception.card"
-SHA_KEY = "fcn_perception.weights_sha256"
-
-
-def cache_dir(sub: str = "") -> Path:
-    """The cache folder: ``$FCN_PERCEPTION_CACHE``, else ``$XDG_CACHE_HOME/fcn_perception``
-    or ``~/.cache/fcn_perception``; a temporary folder if that cannot be created."""
-    root = os.environ.get("FCN_PERCEPTION_CACHE")
-    if root:
-        path = Path(root).expanduser()
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        path = Path(base) / "fcn_perception"
-    path = path / sub if sub else path
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        fallback = Path(tempfile.gettempdir()) / "fcn_perception_cache" / sub
-        log.warning("cache folder %s is not writable (%s); using %s (set FCN_PERCEPTION_CACHE)",
-                    path, exc, fallback)
-        fallback.mkdir(parents=True, exist_ok=True)
-        path = fallback
-    return path
 
 
 class SegmentationExport(nn.Module):
@@ -90,11 +69,6 @@ class SegmentationExport(nn.Module):
         from fcn_perception.inference.optimize import top_probability
 
         return labels, top_probability(scores.float())
-
-
-def segmentation_output(card: dict | None) -> str:
-    """``"logits"`` when the card runs the network at a fixed size, else ``"labels"``."""
-    return "logits" if ((card or {}).get("input") or {}).get("size") else "labels"
 
 
 def export_module(model: nn.Module, task: str, optimize: bool = True,
@@ -222,34 +196,17 @@ def cached_onnx(weights: str | Path, task: str | None = None, opset: int = DEFAU
                 seg_output: str | None = None) -> Path:
     """The ONNX export of ``weights``, made once and cached under its sha256
     (``confidence``: the segmentation variant that also outputs ``confidence``;
-    ``seg_output``: ``labels`` or ``logits`` instead of what the card's size implies)."""
-    weights = Path(weights)
-    if not weights.is_file():
-        raise WeightsError(f"weights file {weights} does not exist")
-    card = read_card(weights)
-    task = task or card["task"]
-    if card["task"] != task:
-        raise WeightsError(f"{weights} holds a {card['task']} model, not a {task} model")
-    verify_sha256(weights, card)  # also when a cached export exists for these bytes
-    digest = sha256_of(weights)
-    folder = Path(directory) if directory else cache_dir("onnx")
-    name = card["architecture"].get("name", task)
-    kind = (seg_output or segmentation_output(card)) if task == "segmentation" else "det"
-    confidence = confidence and kind == "labels"
-    kind += "-conf" if confidence else ""
-    path = folder / f"{name}-{digest[:16]}-{kind}-op{opset}-v{EXPORT_VERSION}.onnx"
-    if path.is_file():
-        try:
-            if read_onnx_metadata(path).get(SHA_KEY) == digest:
-                return path
-        except ModelFileError:
-            pass
-        log.warning("cached ONNX %s is stale or unreadable: exporting again", path)
-    log.info("exporting %s to ONNX (%s, opset %d) -> %s", weights.name, task, opset, path)
-    model, card = load_model(weights, task)
-    return export_onnx(model, task, path, card=card, opset=opset, weights_sha256=digest,
-                       confidence=confidence,
-                       seg_output=kind.split("-")[0] if task == "segmentation" else None)
+    ``seg_output``: ``labels`` or ``logits`` instead of what the card's size implies);
+    where it is cached: :func:`~fcn_perception.inference.onnx_file.onnx_cache_path`."""
+    entry = onnx_cache_path(weights, task, opset, directory, confidence, seg_output)
+    if entry.hit:
+        return entry.path
+    log.info("exporting %s to ONNX (%s, opset %d) -> %s", Path(weights).name, entry.task,
+             opset, entry.path)
+    model, card = load_model(weights, entry.task)
+    return export_onnx(model, entry.task, entry.path, card=card, opset=opset,
+                       weights_sha256=entry.digest, confidence=entry.confidence,
+                       seg_output=entry.seg_output)
 
 
 def onnx_variant(path: str | Path) -> str:
@@ -289,69 +246,3 @@ def fp16_onnx(onnx_path: str | Path, output: str | Path | None = None,
     return output
 
 
-def load_onnx_proto(path: str | Path, load_weights: bool = True):
-    """``onnx.load`` with a clear error for missing or corrupt files."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"ONNX file {path} does not exist")
-    try:
-        return onnx.load(str(path), load_external_data=load_weights)
-    except Exception as exc:
-        raise ModelFileError(
-            f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}); re-export "
-            "it with `fcn-perception export`"
-        ) from exc
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    proto = load_onnx_proto(path, load_weights=False)
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def read_onnx_card(path: str | Path) -> dict:
-    """The model card of an ONNX file: embedded metadata, else ``<stem>.json`` beside it."""
-    path = Path(path)
-    meta = read_onnx_metadata(path)
-    if CARD_KEY in meta:
-        try:
-            card = json.loads(meta[CARD_KEY])
-        except json.JSONDecodeError as exc:
-            raise ModelFileError(f"{path}: embedded model card is not valid JSON: {exc}") from exc
-        return validate_card(card, f"{path.name} (embedded in the ONNX file)")
-    try:
-        return read_card(path)
-    except WeightsError as exc:
-        raise ModelFileError(
-            f"{path} carries no embedded model card (metadata key {CARD_KEY!r}) and {exc}"
-        ) from exc
-
-
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
-                9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
-
-
-def onnx_io_specs(proto) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Graph inputs (without initializers) and outputs as :class:`TensorSpec` lists."""
-    inits = {i.name for i in proto.graph.initializer}
-
-    def spec(v):
-        t = v.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or -1)
-                     for d in t.shape.dim)
-        return TensorSpec(v.name, _ONNX_DTYPES.get(t.elem_type, f"onnx:{t.elem_type}"), dims)
-
-    return ([spec(v) for v in proto.graph.input if v.name not in inits],
-            [spec(v) for v in proto.graph.output])
-
-
-def check_onnx(path: str | Path, task: str) -> dict:
-    """Check an ONNX file against the ``task`` contract; return its card."""
-    proto = load_onnx_proto(path, load_weights=False)
-    ins, outs = onnx_io_specs(proto)
-    validate_io(task, ins, outs, f"ONNX file {path}")
-    card = read_onnx_card(path)
-    if card.get("task", task) != task:
-        raise ModelFileError(f"{path} holds a {card.get('task')} model, not a {task} model")
-    return card

@@ -22,23 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
+from fcn_perception.card import DEFAULT_WEIGHTS, RFCN_DEFAULTS, read_card
 from fcn_perception.errors import BackendUnavailable, ModelFileError, WeightsError
 from fcn_perception.inference.backends import Backend, candidates, unavailable_reason
 from fcn_perception.inference.calibration import DEFAULT_METHOD
 from fcn_perception.inference.contract import check_task
 from fcn_perception.inference.geometry import Geometry
 from fcn_perception.inference.postprocess import detection_result, segmentation_result
-from fcn_perception.inference.preprocess import InputSpec, Preprocessor, check_image
+from fcn_perception.inference.preprocess import InputSpec, check_image
 from fcn_perception.inference.results import DetectionResult, SegmentationResult
-from fcn_perception.weights_io import DEFAULT_WEIGHTS, read_card
 
 log = logging.getLogger("fcn_perception.inference")
 
 TORCH_SUFFIXES = (".safetensors", ".pt", ".pth")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-#: the NMS threshold of a card without ``architecture.nms_thresh`` (R-FCN's default,
-#: ``models.rfcn.DEFAULTS``; not imported from there: that pulls in torchvision)
-DEFAULT_NMS_THRESHOLD = 0.3
 ENGINE_OPTIONS = {"gpu", "profile", "calibration_images", "calibrator", "calibration_limit",
                   "cache_dir", "rebuild", "workspace"}
 
@@ -97,7 +94,6 @@ class Predictor:
         self.card = card
         self.source = Path(source)
         self.spec = InputSpec.from_card(card)
-        self.pre = Preprocessor(self.spec)
         self.classes = list(card.get("classes", []))
         self.palette = card.get("palette")
         self.score_threshold = float(score_threshold or 0.0)
@@ -135,7 +131,8 @@ class Predictor:
 
     @property
     def nms_threshold(self) -> float:
-        return float(self.card.get("architecture", {}).get("nms_thresh", DEFAULT_NMS_THRESHOLD))
+        return float(self.card.get("architecture", {}).get("nms_thresh",
+                                                           RFCN_DEFAULTS["nms_thresh"]))
 
     def __repr__(self) -> str:
         return (f"Predictor(task={self.task!r}, backend={self.backend.describe()!r}, "
@@ -204,7 +201,7 @@ def _card_for(kind: str, path: Path, task: str) -> dict:
     if kind == "torch":
         card = read_card(path)
     elif kind == "onnx":
-        from fcn_perception.inference.export import check_onnx
+        from fcn_perception.inference.onnx_file import check_onnx
 
         card = check_onnx(path, task)
     else:
@@ -230,7 +227,7 @@ def build_backend(name: str, task: str, kind: str, path: Path, card: dict,
     """Construct concrete backend ``name`` for a resolved model file (``card``, possibly
     with another ``input.size`` than the file's, decides labels vs logits)."""
     spec = InputSpec.from_card(card)
-    from fcn_perception.inference.export import segmentation_output
+    from fcn_perception.inference.onnx_file import segmentation_output
 
     seg_output = segmentation_output(card) if task == "segmentation" else None
     if name.startswith("torch"):
@@ -257,7 +254,7 @@ def build_backend(name: str, task: str, kind: str, path: Path, card: dict,
         if reason:
             raise BackendUnavailable(f"{name}: {reason}")
         from fcn_perception.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
-        from fcn_perception.inference.export import cached_onnx
+        from fcn_perception.inference.onnx_file import cached_onnx
 
         onnx_path = path if kind == "onnx" else cached_onnx(path, task, seg_output=seg_output)
         confidence_onnx = None

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD
 from fcn_perception.errors import ImageError
-from fcn_perception.weights_io import IMAGENET_MEAN, IMAGENET_STD
 
 
 def check_image(rgb) -> np.ndarray:

@@ -82,8 +82,8 @@ def quantized_onnx(onnx_path: str | Path, calibration_images: str | Path, spec: 
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from fcn_perception.card import sha256_of
     from fcn_perception.inference.export import cache_dir
-    from fcn_perception.weights_io import sha256_of
 
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from torch import nn
 
-from fcn_perception.models.backbones import BACKBONES, build_backbone
+from fcn_perception.card import ARCHITECTURES, BACKBONES
+from fcn_perception.models.backbones import build_backbone
 from fcn_perception.models.fcn import FCN, VARIANTS
 from fcn_perception.models.unet import UNet
 
-SEGMENTATION_ARCHS = (*VARIANTS, "unet")
+SEGMENTATION_ARCHS = ARCHITECTURES["segmentation"]  # training's --arch choices
 
 
 def build_model(arch: dict, pretrained_backbone: str | Path | None = None) -> nn.Module:
@@ -34,6 +35,7 @@ def build_model(arch: dict, pretrained_backbone: str | Path | None = None) -> nn
 
         return build_rfcn(arch, pretrained_backbone)
     raise ValueError(
-        f"unknown architecture {name!r}; expected one of {(*SEGMENTATION_ARCHS, 'rfcn')} "
-        f"with a backbone from {BACKBONES}"
+        f"unknown architecture {name!r}; expected one of "
+        f"{(*ARCHITECTURES['segmentation'], *ARCHITECTURES['detection'])} with a backbone "
+        f"from {BACKBONES}"
     )

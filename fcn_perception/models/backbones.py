@@ -23,6 +23,7 @@ import torch
 import torchvision
 from torch import nn
 
+from fcn_perception.card import BACKBONES  # noqa: F401  (names; built here)
 from fcn_perception.models.efficientnet_lite import VARIANTS as EFFICIENTNET_LITES
 from fcn_perception.models.efficientnet_lite import EfficientNetLite
 from fcn_perception.weights_io import load_state_dict
@@ -33,7 +34,6 @@ RESNETS = {
     "resnet50": (torchvision.models.resnet50, "ResNet50_Weights", (512, 1024, 2048)),
     "resnet101": (torchvision.models.resnet101, "ResNet101_Weights", (512, 1024, 2048)),
 }
-BACKBONES = ("vgg16", *RESNETS, *EFFICIENTNET_LITES)
 
 
 def _imagenet_state_dict(name: str, enum_name: str) -> dict[str, torch.Tensor]:

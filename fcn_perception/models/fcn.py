@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fcn_perception.card import FCN_VARIANTS as VARIANTS
 from fcn_perception.models.upsample import BilinearUpsample, crop_to
-
-VARIANTS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 
 
 class FCN(nn.Module):

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcn_perception.card import RFCN_DEFAULTS
 from fcn_perception.errors import WeightsError
 from fcn_perception.models.backbones import build_backbone
 from fcn_perception.models.ps_roi_head import PSRoIHead
@@ -39,34 +40,7 @@ from fcn_perception.models.rpn import RegionProposalNetwork
 from fcn_perception.weights_io import load_state_dict
 
 NECK_STRIDES = {"fuse8": 8, "fuse": 16, "dilated": 16}
-DEFAULTS = {
-    "name": "rfcn",
-    "backbone": "efficientnet_lite0",
-    "num_classes": 3,
-    "neck": "fuse8",
-    "feature_channels": 128,
-    "head_channels": 256,
-    "k": 3,
-    "anchor_sizes": [18, 40, 100],
-    "aspect_ratios": [0.55, 1.25, 3.4],
-    "rpn_pre_nms_top_n_train": 2000,
-    "rpn_post_nms_top_n_train": 300,
-    "rpn_pre_nms_top_n_test": 1000,
-    "rpn_post_nms_top_n_test": 150,
-    "rpn_nms_thresh": 0.7,
-    "rpn_batch_size": 256,
-    "rpn_positive_fraction": 0.5,
-    "rpn_fg_iou": 0.7,
-    "rpn_bg_iou": 0.3,
-    "roi_batch_size": 128,
-    "roi_positive_fraction": 0.25,
-    "roi_fg_iou": 0.5,
-    "ohem": False,
-    "score_thresh": 0.05,
-    "nms_thresh": 0.3,
-    "max_detections": 100,
-    "min_box_size": 1.0,
-}
+DEFAULTS = RFCN_DEFAULTS  # the options and their defaults are card data
 
 
 def _dilate_resnet_stage(layer: nn.Module) -> None:

@@ -206,8 +206,8 @@ def get_engine(onnx_path: str | Path, precision: str = "fp16", profile: ec.Profi
     """
     import torch
 
+    from fcn_perception.card import sha256_of
     from fcn_perception.inference.export import cache_dir as default_cache
-    from fcn_perception.weights_io import sha256_of
 
     trt = _require_tensorrt()
     onnx_path = Path(onnx_path)
