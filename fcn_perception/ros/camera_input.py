@@ -42,6 +42,7 @@ from fcn_perception.ros.multi_camera import (
     output_namespaces,
     parse_image_topics,
 )
+from fcn_perception.ros.spatial_input import SpatialInput, SpatialMsgs
 from fcn_perception.ros.stats import FrameStats, LatencyWindow
 
 LOG_THROTTLE_S = 5.0
@@ -104,12 +105,17 @@ class CameraInput:
     def __init__(self, node: Node, stats: FrameStats,
                  process: Callable[[list[CameraFrame]], None],
                  *, transport: str, reliability: str, depth: int,
-                 no_frame_warning_s: float, image_topics=(), max_batch: int = 0) -> None:
+                 no_frame_warning_s: float, image_topics=(), max_batch: int = 0,
+                 spatial: str = "none", sync_queue_size: int = 10,
+                 sync_slop: float = 0.05) -> None:
         self.node, self.stats, self._process = node, stats, process
         compressed = transport == "compressed"
         self.msg_type = CompressedImage if compressed else Image
         topics = input_topics(node, image_topics, compressed)
         multi = bool(parse_image_topics(image_topics))
+        if multi and spatial != "none":
+            raise ValueError(f"spatial_inputs {spatial} serves one camera: leave image_topics "
+                             "empty (run one node per camera with depth)")
         namespaces = camera_namespaces(node, image_topics, compressed)
         self.multi = multi
         if reliability not in qos.RELIABILITY_CHOICES:
@@ -131,6 +137,10 @@ class CameraInput:
         self._timer = None
         self._loss_logged_at = -LOSS_LOG_S
         self.active = False
+        # depth/camera_info: colour frames wait for them in a synchroniser (one camera)
+        self.spatial = None if spatial == "none" else SpatialInput(
+            node, spatial, queue_size=sync_queue_size, slop_s=sync_slop, history=depth,
+            deliver=self._submit_synced)
         self._qos_timer = node.create_timer(QOS_RECHECK_S, self._recheck_qos) \
             if self.auto else None
         node.get_logger().info(f"listening on {self.description}"
@@ -237,11 +247,15 @@ class CameraInput:
         self._cancel_timer()
         if self._no_frame_warning_s > 0:
             self._timer = self.node.create_timer(self._no_frame_warning_s, self._check_no_frames)
+        if self.spatial is not None:
+            self.spatial.activate()
         self.active = True
 
     def deactivate(self) -> None:
         """Ignore frames from now on (the subscription stays matched)."""
         self.active = False
+        if self.spatial is not None:
+            self.spatial.deactivate()
         self._cancel_timer()
 
     def close(self) -> None:
@@ -252,9 +266,16 @@ class CameraInput:
             self.node.destroy_timer(timer)
         for cam in self.cameras:
             self.node.destroy_subscription(cam.sub)
+        if self.spatial is not None:
+            self.spatial.close()
         if not self.worker.stop(timeout=30.0):
             self.node.get_logger().warning("the worker did not finish its frame within 30 s")
         self._cancel_timer()
+
+    def _submit_synced(self, msg, received_at: float, msgs: SpatialMsgs) -> None:
+        """A colour frame with its camera_info (and depth), to the worker."""
+        if self.worker.submit(0, (msg, received_at, msgs)):
+            self.stats.count("dropped")
 
     def _on_frame(self, cam: Camera, msg, info=None) -> None:
         if not self.active:
@@ -265,7 +286,9 @@ class CameraInput:
         gid = (info or {}).get("publisher_gid") or {}
         lost = cam.gaps.add(stamp_ns(msg), (info or {}).get("publication_sequence_number"),
                             bytes(gid.get("data", b"")) or None)
-        if self.worker.submit(cam.index, (msg, time.monotonic())):
+        if self.spatial is not None:
+            self.spatial.add_frame(msg, time.monotonic())
+        elif self.worker.submit(cam.index, (msg, time.monotonic())):
             self.stats.count("dropped")
         now = time.monotonic()
         if lost and now - self._loss_logged_at >= LOSS_LOG_S \

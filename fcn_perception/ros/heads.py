@@ -9,7 +9,9 @@ The logic it calls is ROS-free: :func:`~fcn_perception.ros.params.predictor_opti
 """
 from __future__ import annotations
 
+import itertools
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +30,8 @@ from fcn_perception.ros.params import (
     roi_problem,
     validate_classes,
 )
+from fcn_perception.spatial.project import boxes_3d, labelled_points
+from fcn_perception.tracking import ByteTracker, TrackerConfig
 
 if TYPE_CHECKING:
     from fcn_perception.inference.interface import DetectionPredictor, SegmentationPredictor
@@ -85,6 +89,27 @@ class TaskHead:
     def release(self) -> None:
         self.predictor = None
 
+    def spatial_mode(self) -> str:
+        """The node's ``spatial_inputs``: ``none``, ``camera_info`` or ``depth``."""
+        return self.node.values.get("spatial_inputs", "none")
+
+    def spatial_outputs(self, outputs: dict) -> dict:
+        """``outputs`` plus ``<namespace>/camera_info`` with camera_info or depth inputs
+        (the 3D outputs are added by each head with depth)."""
+        if self.spatial_mode() == "none":
+            return outputs
+        from sensor_msgs.msg import CameraInfo
+
+        return {**outputs, "camera_info": (f"{self.namespace}/camera_info", CameraInfo)}
+
+    def publish_camera_info(self, pubs, header, wanted, scene) -> None:
+        if scene is not None and wanted.get("camera_info"):
+            pubs["camera_info"].publish(messages.camera_info_msg(header, scene.info))
+
+    def diagnostic_values(self) -> dict:
+        """The head's own diagnostics key/values."""
+        return {}
+
     def describe_backend(self) -> dict[str, str]:
         """backend, device and precision of the loaded predictor (or the parameters)."""
         if self.predictor is None:
@@ -102,8 +127,6 @@ class TaskHead:
         geometry = getattr(self.predictor, "geometry", None)
         if geometry is None:
             return
-        from dataclasses import replace
-
         opts = geometry_options(self.param)
         self.predictor.geometry = replace(geometry, policy=opts["aspect"], roi=opts["roi"],
                                           max_pixels=opts["max_pixels"])
@@ -169,13 +192,15 @@ class TaskHead:
         return {k: p.get_subscription_count() > 0 for k, p in self.camera_pubs[camera].items()}
 
     # -- per frame
-    def process(self, header, rgb: np.ndarray, wanted: dict[str, bool]) -> None:
+    def process(self, header, rgb: np.ndarray, wanted: dict[str, bool], scene=None) -> None:
         """One frame of the (first) camera."""
-        self.process_batch([(0, header, rgb, wanted)])
+        self.process_batch([(0, header, rgb, wanted, scene)])
 
-    def process_batch(self, items: list[tuple[int, Any, np.ndarray, dict[str, bool]]]) -> None:
-        """``(camera, header, rgb, wanted outputs)`` per frame: one predictor call for
-        all, then each camera's publishers."""
+    def process_batch(self, items: list[tuple[int, Any, np.ndarray, dict[str, bool], Any]]
+                      ) -> None:
+        """``(camera, header, rgb, wanted outputs, scene)`` per frame (``scene``: the
+        :class:`~fcn_perception.ros.spatial_input.Scene` with spatial inputs, else None):
+        one predictor call for all, then each camera's publishers."""
         raise NotImplementedError
 
     def predict(self, images: list[np.ndarray], **kwargs) -> list:
@@ -199,20 +224,37 @@ class SegmentationHead(TaskHead):
     predictor: SegmentationPredictor | None
 
     def outputs(self):
-        return {
+        outputs = {
             "labels": ("segmentation/labels", Image),
             "color": ("segmentation/color", Image),
             "overlay": ("segmentation/overlay", Image),
             "confidence": ("segmentation/confidence", Image),
         }
+        if self.spatial_mode() == "depth":
+            from sensor_msgs.msg import PointCloud2
+
+            outputs["points"] = ("segmentation/points", PointCloud2)
+        return self.spatial_outputs(outputs)
+
+    def _points_confidence(self, wanted) -> bool:
+        return bool(wanted.get("points") and self.param("points_confidence"))
 
     def process_batch(self, items) -> None:
         # confidence costs a softmax (or a second graph): only while someone listens
-        confidence = any(w.get("confidence") for _, _, _, w in items)
+        confidence = any(w.get("confidence") or self._points_confidence(w)
+                         for _, _, _, w, _ in items)
         kwargs = {"confidence": True} if confidence else {}
-        results = self.predict([rgb for _, _, rgb, _ in items], **kwargs)
-        for (camera, header, rgb, wanted), result in zip(items, results):
-            self._publish(self.camera_pubs[camera], header, rgb, wanted, result)
+        results = self.predict([rgb for _, _, rgb, _, _ in items], **kwargs)
+        for (camera, header, rgb, wanted, scene), result in zip(items, results):
+            pubs = self.camera_pubs[camera]
+            self._publish(pubs, header, rgb, wanted, result)
+            self.publish_camera_info(pubs, header, wanted, scene)
+            if wanted.get("points") and scene is not None and scene.depth is not None:
+                points = labelled_points(
+                    result.labels, scene.depth, scene.camera, self.param("points_stride"),
+                    result.confidence if self._points_confidence(wanted) else None)
+                pubs["points"].publish(messages.labelled_cloud_msg(
+                    header, points.xyz, points.labels, points.confidence))
 
     def _publish(self, pubs, header, rgb, wanted, result) -> None:
         labels = result.labels
@@ -245,12 +287,29 @@ class DetectionHead(TaskHead):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.filter = DetectionFilter()
+        self.track_config: TrackerConfig | None = None  # None: tracking off
+        self.trackers: dict[int, ByteTracker] = {}  # per camera
+        self._track_ids = itertools.count(1)  # shared: ids unique within the node's run
 
     def outputs(self):
         from vision_msgs.msg import Detection2DArray  # optional for segmentation nodes
 
-        return {"detections": ("detections", Detection2DArray),
-                "image": ("detections/image", Image)}
+        outputs = {"detections": ("detections", Detection2DArray),
+                   "image": ("detections/image", Image)}
+        if self.spatial_mode() == "depth":
+            from vision_msgs.msg import Detection3DArray
+
+            outputs["detections_3d"] = ("detections_3d", Detection3DArray)
+        return self.spatial_outputs(outputs)
+
+    def release(self) -> None:
+        super().release()
+        self.trackers = {}
+
+    def diagnostic_values(self) -> dict:
+        if self.track_config is None:
+            return {}
+        return {"tracks_active": sum(t.active for t in list(self.trackers.values()))}
 
     def configured_problem(self) -> str | None:
         return self.validate("classes", self.param("classes"))
@@ -265,25 +324,61 @@ class DetectionHead(TaskHead):
 
     def apply_runtime_params(self) -> None:
         self.apply_geometry()
+        score = float(self.param("score_threshold"))
+        config = None
+        if self.param("tracking"):
+            config = TrackerConfig(high_threshold=score, track_buffer=self.param("track_buffer"),
+                                   low_threshold=min(score, self.param("track_low_threshold")))
+        if config != self.track_config:  # new tracks (ids go on from the same counter)
+            self.track_config, self.trackers = config, {}
+        # with tracking the predictor and filter keep the low detections for the tracker
         self.filter = DetectionFilter.for_model(
             self.classes, self.predictor.nms_threshold,
-            score_threshold=self.param("score_threshold"),
+            score_threshold=score if config is None else config.low_threshold,
             nms_threshold=self.param("nms_threshold"),
             max_detections=self.param("max_detections"), classes=self.param("classes"))
         self.publish_label_info()  # its threshold is score_threshold
 
+    def track(self, camera: int, det):
+        """``(det, ids)``: the detections to publish and their track ids (tracking off:
+        ``det`` as it is, ids None).  A detection below score_threshold is kept only when
+        it continues a track."""
+        config = self.track_config
+        if config is None:
+            return det, None
+        tracker = self.trackers.get(camera)
+        if tracker is None:
+            tracker = self.trackers[camera] = ByteTracker(config, self._track_ids)
+        ids = tracker.update(det.boxes, det.scores)
+        keep = np.flatnonzero(ids >= 0)
+        det = replace(det, boxes=det.boxes[keep], scores=det.scores[keep],
+                      class_ids=det.class_ids[keep],
+                      class_scores=None if det.class_scores is None else det.class_scores[keep])
+        return det, [str(i) for i in ids[keep]]
+
     def process_batch(self, items) -> None:
         # the predictor drops low scores early; the filter applies the other parameters
-        results = self.predict([rgb for _, _, rgb, _ in items],
+        results = self.predict([rgb for _, _, rgb, _, _ in items],
                                score_threshold=self.filter.score_threshold)
-        for (camera, header, rgb, wanted), result in zip(items, results):
-            pubs, det = self.camera_pubs[camera], self.filter(result)
+        for (camera, header, rgb, wanted, scene), result in zip(items, results):
+            pubs = self.camera_pubs[camera]
+            det, ids = self.track(camera, self.filter(result))
             pubs["detections"].publish(messages.detections_msg(
-                header, det.boxes, det.scores, det.class_ids, det.class_scores))
+                header, det.boxes, det.scores, det.class_ids, det.class_scores, ids))
             if wanted.get("image"):
                 drawn = drawing.draw_detections(rgb, det.boxes, det.scores, det.class_ids,
                                                 self.classes, self.lut)
                 pubs["image"].publish(messages.rgb_msg(header, drawn))
+            self.publish_camera_info(pubs, header, wanted, scene)
+            if wanted.get("detections_3d") and scene is not None and scene.depth is not None:
+                boxes = boxes_3d(det.boxes, scene.depth, scene.camera,
+                                 self.param("depth_box_fraction"))
+                ok = np.flatnonzero(boxes.valid)  # boxes without a valid depth: left out
+                pubs["detections_3d"].publish(messages.detections_3d_msg(
+                    header, boxes.centres[ok], boxes.sizes[ok], det.scores[ok],
+                    det.class_ids[ok],
+                    None if det.class_scores is None else det.class_scores[ok],
+                    None if ids is None else [ids[i] for i in ok]))
 
 
 HEADS = {"segmentation": SegmentationHead, "detection": DetectionHead}

@@ -64,13 +64,69 @@ def confidence_msg(header: Header, confidence: np.ndarray, encoding: str = "mono
 
 
 def detections_msg(header: Header, boxes: np.ndarray, scores: np.ndarray,
-                   class_ids: np.ndarray, class_scores: np.ndarray | None = None):
+                   class_ids: np.ndarray, class_scores: np.ndarray | None = None, ids=None):
     """``vision_msgs/Detection2DArray`` (:func:`fcn_perception.ros.layout.detection_array`):
     one Detection2D per box with its centre and size in input pixels; with
     ``class_scores`` ``(N, C)`` one ObjectHypothesisWithPose per class, the detected
-    class first (vision_msgs' results are class probabilities); without, that one."""
+    class first (vision_msgs' results are class probabilities); without, that one;
+    ``ids``: each detection's track id (None: empty)."""
     return layout.detection_array(layout.ros_message_class, copy_header(header), boxes,
-                                  scores, class_ids, class_scores)
+                                  scores, class_ids, class_scores, ids)
+
+
+def detections_3d_msg(header: Header, centres: np.ndarray, sizes: np.ndarray,
+                      scores: np.ndarray, class_ids: np.ndarray,
+                      class_scores: np.ndarray | None = None, ids=None):
+    """``vision_msgs/Detection3DArray`` (:func:`fcn_perception.ros.layout.detection3d_array`):
+    centres and sizes in metres in the optical frame of ``header``."""
+    return layout.detection3d_array(layout.ros_message_class, copy_header(header), centres,
+                                    sizes, scores, class_ids, class_scores, ids)
+
+
+def labelled_cloud_msg(header: Header, xyz: np.ndarray, labels: np.ndarray,
+                       confidence: np.ndarray | None = None):
+    """``sensor_msgs/PointCloud2``, unorganised (height 1), dense: fields ``x``, ``y``,
+    ``z`` (float32, metres), ``label`` (uint8 class id) and, with ``confidence``, a
+    float32 ``confidence``; little-endian, point_step 16 (20 with confidence)."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    names = ["x", "y", "z", "label"] + (["confidence"] if confidence is not None else [])
+    formats = ["<f4", "<f4", "<f4", "u1"] + (["<f4"] if confidence is not None else [])
+    offsets = [0, 4, 8, 12] + ([16] if confidence is not None else [])
+    step = 20 if confidence is not None else 16
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                      "itemsize": step})
+    xyz = np.asarray(xyz, np.float32).reshape(-1, 3)
+    points = np.zeros(len(xyz), dtype)
+    points["x"], points["y"], points["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    points["label"] = labels
+    if confidence is not None:
+        points["confidence"] = confidence
+    kinds = {"<f4": PointField.FLOAT32, "u1": PointField.UINT8}
+    msg = PointCloud2()
+    msg.header = copy_header(header)
+    msg.height, msg.width = 1, len(points)
+    msg.fields = [PointField(name=n, offset=o, datatype=kinds[f], count=1)
+                  for n, f, o in zip(names, formats, offsets)]
+    msg.is_bigendian = False
+    msg.point_step, msg.row_step = step, step * len(points)
+    msg.is_dense = True
+    data = array.array("B")
+    data.frombytes(points.tobytes())
+    msg.data = data
+    return msg
+
+
+def camera_info_msg(header: Header, info):
+    """The input's ``sensor_msgs/CameraInfo`` with the colour frame's ``header``."""
+    from sensor_msgs.msg import CameraInfo
+
+    out = CameraInfo()
+    for name in ("height", "width", "distortion_model", "d", "k", "r", "p", "binning_x",
+                 "binning_y", "roi"):
+        setattr(out, name, getattr(info, name))
+    out.header = copy_header(header)
+    return out
 
 
 def label_info_msg(header: Header, classes: list[str], threshold: float = 0.0):

@@ -44,6 +44,7 @@ from fcn_perception.ros.heads import HEADS, TaskHead
 from fcn_perception.ros.input_gaps import LOSS_WARN_FRACTION
 from fcn_perception.ros.params import NODES, descriptor, help_text, node_specs
 from fcn_perception.ros.ros_args import check_ros_args
+from fcn_perception.ros.spatial_input import scene_of
 from fcn_perception.ros.stats import FrameStats, HealthMonitor, task_values
 
 
@@ -242,7 +243,9 @@ class PerceptionNode(LifecycleNode):
                                   transport=v["input_transport"],
                                   reliability=v["qos_reliability"], depth=v["qos_depth"],
                                   no_frame_warning_s=v["no_frame_warning_s"],
-                                  image_topics=v["image_topics"], max_batch=v["max_batch"])
+                                  image_topics=v["image_topics"], max_batch=v["max_batch"],
+                                  spatial=v["spatial_inputs"],
+                                  sync_queue_size=v["sync_queue_size"], sync_slop=v["sync_slop"])
 
     def _stop_diagnostics(self) -> None:
         timer, self._diag_timer = self._diag_timer, None
@@ -275,9 +278,9 @@ class PerceptionNode(LifecycleNode):
         someone listens to once on the frames it is wanted for, and publish."""
         start = time.monotonic()
         cameras = self._input.cameras if self._input is not None else []
-        frames = []  # (camera, msg, received_at, rgb, {head index: wanted})
+        frames = []  # (camera, msg, received_at, rgb, {head index: wanted}, scene)
         for frame in batch:
-            msg, received_at = frame.item
+            msg, received_at, *synced = frame.item  # synced: [SpatialMsgs] (spatial_inputs)
             wanted = {i: w for i, head in enumerate(self.heads)
                       if any((w := head.listeners(frame.camera)).values())}
             if not wanted:
@@ -301,22 +304,35 @@ class PerceptionNode(LifecycleNode):
                     f"{getattr(msg, 'encoding', None) or getattr(msg, 'format', '')}")
             if frame.camera < len(cameras):  # runtime ROI checks use it (params.roi_problem)
                 cameras[frame.camera].frame_hw = rgb.shape[:2]
-            frames.append((frame.camera, msg, received_at, rgb, wanted))
+            frames.append((frame.camera, msg, received_at, rgb, wanted,
+                           self._scene(synced[0] if synced else None, rgb.shape[:2], topic)))
         if not frames:
             return
         for i, head in enumerate(self.heads):
-            items = [(cam, msg.header, rgb, wanted[i])
-                     for cam, msg, _, rgb, wanted in frames if i in wanted]
+            items = [(cam, msg.header, rgb, wanted[i], scene)
+                     for cam, msg, _, rgb, wanted, scene in frames if i in wanted]
             if items:
                 head.process_batch(items)
         done = time.monotonic()
-        for cam, _, received_at, _, _ in frames:
+        for cam, _, received_at, _, _, _ in frames:
             self.stats.latency.add((done - received_at) * 1e3)
             self.stats.processing.add((done - start) * 1e3)
             self.stats.count("processed")
             if cam < len(cameras):
                 cameras[cam].latency.add((done - received_at) * 1e3)
                 cameras[cam].processed += 1
+
+    def _scene(self, msgs, image_hw, topic: str):
+        """The frame's depth and intrinsics (None without spatial inputs or when they are
+        unusable: then counted, logged, and only the 2D outputs are published)."""
+        try:
+            return scene_of(msgs, image_hw, self.values["max_input_pixels"])
+        except ConversionError as exc:
+            self.stats.count("spatial_rejected")
+            self.stats.last_error = str(exc)
+            self.get_logger().warning(f"no 3D outputs for a frame from {topic}: {exc}",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            return None
 
     def _input_topic(self) -> str:
         camera = self._input
@@ -337,6 +353,9 @@ class PerceptionNode(LifecycleNode):
             values = {"input": self._input.description if self._input else "", **task_values(snap, head.task), **info,
                       **(self._input.gap_values() if self._input else {}),
                       **(self._input.camera_values() if self._input else {}),
+                      **(self._input.spatial.values()
+                         if self._input and self._input.spatial else {}),
+                      **head.diagnostic_values(),
                       "expected_rate": self.values["expected_rate"],
                       "last_error": self.stats.last_error}
             statuses.append(messages.diagnostic_status(

@@ -124,6 +124,18 @@ NODE_PARAMS = (
               "the single input `image`"),
     ParamSpec("max_batch", 0, "with image_topics: most frames per inference batch (0: one "
               "from every camera with a frame waiting)", minimum=0, maximum=64),
+    ParamSpec("spatial_inputs", "none", "none; camera_info: also subscribe to `camera_info` "
+              "(sensor_msgs/CameraInfo) and pass it on beside the outputs "
+              "(segmentation/camera_info, detections/camera_info); depth: also to `depth` "
+              "(sensor_msgs/Image 32FC1 m or 16UC1 mm, registered to the colour camera) for "
+              "detections_3d and segmentation/points. Each colour frame waits for its "
+              "camera_info/depth (approximate time sync); one camera (not with image_topics)",
+              choices=("none", "camera_info", "depth")),
+    ParamSpec("sync_queue_size", 10, "spatial_inputs: messages kept per input while waiting "
+              "for partners (message_filters' queue_size)", minimum=1, maximum=100),
+    ParamSpec("sync_slop", 0.05, "spatial_inputs: most seconds between the stamps of a "
+              "colour frame and its camera_info/depth (message_filters' slop)",
+              minimum=0.0, maximum=10.0),
 )
 
 ASPECT_POLICIES = ("resize", "letterbox", "crop")
@@ -251,10 +263,16 @@ TASK_PARAMS = {
         ParamSpec("confidence_encoding", "mono8", "segmentation/confidence: mono8 (the top "
                   "class's softmax probability x 255, rounded) or 32FC1 (the probability in "
                   "[0, 1])", choices=("mono8", "32FC1"), runtime=True),
+        ParamSpec("points_stride", 4, "segmentation/points (spatial_inputs depth): one point "
+                  "every this many depth pixels in each direction", minimum=1, maximum=64,
+                  runtime=True),
+        ParamSpec("points_confidence", False, "segmentation/points also carry a float32 "
+                  "`confidence` field (costs the softmax)", runtime=True),
     ),
     "detection": (
-        ParamSpec("score_threshold", 0.5, "detections scoring below are not published",
-                  minimum=0.0, maximum=1.0, runtime=True),
+        ParamSpec("score_threshold", 0.5, "detections scoring below are not published (with "
+                  "tracking, except those continuing a confirmed track, down to "
+                  "track_low_threshold)", minimum=0.0, maximum=1.0, runtime=True),
         ParamSpec("nms_threshold", 0.3, "per-class NMS IoU threshold; below the model's own "
                   "(card nms_thresh, 0.3) suppresses more, above it changes nothing",
                   minimum=0.0, maximum=1.0, runtime=True),
@@ -262,6 +280,18 @@ TASK_PARAMS = {
                   minimum=1, maximum=1000, runtime=True),
         ParamSpec("classes", [], "class names to publish (empty: all); names from the model "
                   "card", runtime=True),
+        ParamSpec("tracking", True, "give each detection a track id (Detection2D.id, "
+                  "ByteTrack: stable while the object is seen, kept through track_buffer "
+                  "missed frames, unique within the run)", runtime=True),
+        ParamSpec("track_buffer", 30, "tracking: frames a lost track waits to be found again",
+                  minimum=0, maximum=10000, runtime=True),
+        ParamSpec("track_low_threshold", 0.1, "tracking: detections scoring between this and "
+                  "score_threshold may continue a confirmed track (ByteTrack's second "
+                  "association); set it to score_threshold to publish none below that",
+                  minimum=0.0, maximum=1.0, runtime=True),
+        ParamSpec("depth_box_fraction", 0.5, "detections_3d: the depth of a box is the "
+                  "median of the valid depths in its central region, this fraction of its "
+                  "width and height", minimum=0.01, maximum=1.0, runtime=True),
     ),
 }
 

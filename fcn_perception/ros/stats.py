@@ -53,8 +53,10 @@ class FrameStats:
     """
 
     COUNTERS = ("received", "processed", "dropped", "rejected", "skipped", "failed")
-    #: counted besides the partition above: ``too_large`` is a part of ``rejected``
-    EXTRA_COUNTERS = ("too_large",)
+    #: counted besides the partition above: ``too_large`` is a part of ``rejected``;
+    #: ``spatial_rejected``: processed frames whose depth or camera_info was unusable
+    #: (their 2D outputs published, their 3D ones not)
+    EXTRA_COUNTERS = ("too_large", "spatial_rejected")
 
     def __init__(self, window: int = 300) -> None:
         self._lock = threading.Lock()
