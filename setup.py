@@ -19,7 +19,8 @@ setup(
     version="0.1.0",
     packages=runtime_packages + training_packages,
     package_dir={f"{PACKAGE}.training": "training"},
-    package_data={PACKAGE: ["weights/*.safetensors", "weights/*.json", "data/*/*"]},
+    package_data={PACKAGE: ["weights/*.safetensors", "weights/*.json", "data/*/*"],
+                  f"{PACKAGE}.training": ["datasets/*.yaml", "splits/*.txt"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -1,7 +1,13 @@
-"""Train an FCN (or U-Net) on CamVid.
+"""Train an FCN (or U-Net) on CamVid or any data set a description file names.
 
     fcn-perception train segmentation --data ../shared/camvid --out runs/fcn8s \
         --arch fcn8s --backbone resnet18 --epochs 100
+    fcn-perception train segmentation --dataset my_data.yaml --out runs/mine ...
+
+The data come through a dataset description (:mod:`fcn_perception.training.dataset_file`):
+``--dataset FILE.yaml`` (``--data`` then replaces its root), or ``--data FOLDER`` alone
+for CamVid (``datasets/camvid.yaml``).  The model card takes its classes, palette and
+ignore index from the description.
 
 Writes ``OUT/config.json``, ``metrics.jsonl``, TensorBoard scalars, ``last.pt`` every
 epoch, ``best.pt`` (best val mean IoU) and, at the end, the deployable
@@ -24,11 +30,15 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from fcn_perception.evaluation.camvid import PALETTE, CamVid
 from fcn_perception.evaluation.segmentation import ConfusionMatrix
 from fcn_perception.models import SEGMENTATION_ARCHS, build_model
 from fcn_perception.models.backbones import BACKBONES
 from fcn_perception.training import engine
+from fcn_perception.training.dataset_file import (
+    LabelledImages,
+    add_dataset_args,
+    dataset_from_args,
+)
 from fcn_perception.training.losses import class_frequencies, median_frequency_weights
 from fcn_perception.training.transforms import PHOTOMETRIC, SegmentationTransform
 from fcn_perception.weights_io import (
@@ -41,9 +51,9 @@ from fcn_perception.weights_io import (
 
 
 class CachedSegmentationSet(Dataset):
-    """A CamVid split held in memory (decoded once), with a per-item transform."""
+    """A split held in memory (decoded once), with a per-item transform."""
 
-    def __init__(self, base: CamVid, transform, limit: int | None = None) -> None:
+    def __init__(self, base: LabelledImages, transform, limit: int | None = None) -> None:
         n = len(base) if limit is None else min(limit, len(base))
         self.items = [base.load(i) for i in tqdm(range(n), desc="loading", leave=False)]
         self.transform = transform
@@ -56,9 +66,7 @@ class CachedSegmentationSet(Dataset):
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="CamVid folder (SegNet or common layout)")
-    p.add_argument("--train-split", default="train.txt")
-    p.add_argument("--val-split", default="val.txt")
+    add_dataset_args(p)
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--arch", default="fcn8s", choices=SEGMENTATION_ARCHS)
     p.add_argument("--backbone", default="resnet18", choices=BACKBONES)
@@ -119,8 +127,9 @@ def train(args: argparse.Namespace) -> dict:
     device = dist.device
     cuda = device.type == "cuda"
 
-    train_base = CamVid(args.data, args.train_split)
-    val_base = CamVid(args.data, args.val_split)
+    dataset = dataset_from_args(args)
+    train_base = dataset.open(args.train_split)
+    val_base = dataset.open(args.val_split)
     num_classes, ignore = train_base.num_classes, train_base.ignore_index
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     train_set = CachedSegmentationSet(
@@ -186,7 +195,7 @@ def train(args: argparse.Namespace) -> dict:
             scheduler.step()
             if ema is not None:
                 ema.update(model)
-            total += float(loss) * len(x)
+            total += float(loss.detach()) * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         row = {"train/loss": total / max(1, seen), "lr": scheduler.get_last_lr()[0],
@@ -206,16 +215,18 @@ def train(args: argparse.Namespace) -> dict:
 
     summary = {}
     if dist.is_main:
-        summary = export_best(args.out, arch, train_base.classes, val_set, num_classes, ignore,
-                              device, config)
+        summary = export_best(args.out, arch, train_base, val_set, device, config)
         run.write_summary(summary)
     run.close()
     return summary
 
 
-def export_best(run_dir, arch: dict, classes, val_set, num_classes: int, ignore: int,
-                device, config: dict) -> dict:
-    """Write ``model.safetensors`` (fp16) + card from ``best.pt``, scored on val in fp16."""
+def export_best(run_dir, arch: dict, data: LabelledImages, val_set, device,
+                config: dict) -> dict:
+    """Write ``model.safetensors`` (fp16) + card from ``best.pt``, scored on val in fp16.
+
+    The card's classes, palette and ignore index are ``data``'s (its description's)."""
+    classes, num_classes, ignore = data.classes, data.num_classes, data.ignore_index
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     weights = run_dir / "model.safetensors"
@@ -228,11 +239,12 @@ def export_best(run_dir, arch: dict, classes, val_set, num_classes: int, ignore:
         "task": "segmentation",
         "architecture": arch,
         "classes": list(classes),
-        "palette": [list(c) for c in PALETTE[:num_classes]],
+        "palette": [list(c) for c in data.palette],
         "ignore_index": ignore,
         "input": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                   "size": list(size) if size else None},
-        "training": {k: config[k] for k in (
+        "training": {"dataset": {"name": data.description.name,
+                                 "file": data.description.source}} | {k: config[k] for k in (
             "data", "train_split", "val_split", "epochs", "batch_size", "optimizer", "lr",
             "weight_decay", "crop", "scale", "balance", "balance_power", "pretrained", "seed",
             "input_size", "photometric", "ema_decay", "select")},
