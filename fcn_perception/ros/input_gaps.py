@@ -182,18 +182,19 @@ def loss_hint(frame_bytes: int, reliability: str, offered: list[str]) -> str:
     if reliability == "best_effort" and offered and all(r == "reliable" for r in offered):
         return ("the camera offers reliable delivery but this subscription is best effort: "
                 "set qos_reliability:=auto (the default) or reliable")
-    if frame_bytes > DEFAULT_SHM_SEGMENT and reliability == "best_effort":
-        return (f"frames of {mb:.2f} MB are larger than Fast DDS's default 512 KiB "
-                "shared-memory segment: load the package's config/fastdds.xml in the camera "
-                "driver's process and the node's (FASTDDS_DEFAULT_PROFILES_FILE=<share>/"
-                "fcn_perception/config/fastdds.xml; the launch files set it for the node), "
-                "or use a reliable camera")
     if reliability == "reliable":
         return ("the subscription is reliable, so frames were overwritten in a queue: raise "
                 "qos_depth, or the camera's history depth, or lower its rate")
-    return ("best-effort frames were dropped in transit (several cameras publishing at "
-            "the same instant, a lossy link): use reliable cameras (qos_reliability:=auto "
-            "follows them) or compressed transport")
+    profile = ("load the package's config/fastdds.xml in the camera driver's process and "
+               "the node's (FASTDDS_DEFAULT_PROFILES_FILE=<share>/fcn_perception/config/"
+               "fastdds.xml; the launch files set it for the node), or use a reliable camera")
+    if frame_bytes > DEFAULT_SHM_SEGMENT:
+        return (f"frames of {mb:.2f} MB are larger than Fast DDS's default 512 KiB "
+                f"shared-memory segment: {profile}")
+    return ("best-effort frames were dropped in transit: frames over 512 KiB (Fast DDS's "
+            f"default shared-memory segment) need it larger, {profile}; several cameras "
+            "publishing at the same instant or a lossy link: reliable cameras "
+            "(qos_reliability:=auto follows them) or compressed transport")
 
 
 def stamp_ns(msg) -> int | None:
