@@ -13,9 +13,12 @@ and measures, after a warm-up:
 ``separate`` is N ``segmentation_node`` processes, each in namespace ``/camK`` on its
 camera.  Each layout's processes start once, for the largest count; a smaller count
 publishes on its first N cameras only (the other topics, or nodes, stay idle), and the
-memory column counts the processes serving those N cameras.  Run it with ``fcn-perception bench-multicamera`` (writes
-``docs/bench_multicamera.md``) or :func:`run_benchmark`.  It is a benchmark, not a test:
-run it on an otherwise quiet machine and read the load average it records.
+memory column counts the processes serving those N cameras.
+
+    .venv/bin/python benchmarks/bench_multicamera.py [--cameras 1 2 4] [--stagger]
+
+writes ``docs/bench_multicamera.md`` (or call :func:`run_benchmark`).  It is a benchmark,
+not a test: read the load average it records beside the numbers.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import camvid_frames, cpu_line  # noqa: E402
 
 
 @dataclass
@@ -61,17 +65,6 @@ class RunResult:
     def latency(self, q: float) -> list[float]:
         return [float(np.percentile(c.latencies_ms, q)) if c.latencies_ms else float("nan")
                 for c in self.per_camera]
-
-
-def _frames(count: int = 4) -> list[np.ndarray]:
-    from PIL import Image
-
-    for folder in (ROOT.parent / "shared" / "camvid" / "val",
-                   ROOT / "fcn_perception" / "data" / "camvid_sample" / "val"):
-        files = sorted(folder.glob("*.png"))[:count]
-        if files:
-            return [np.asarray(Image.open(f).convert("RGB")) for f in files]
-    raise FileNotFoundError("no CamVid frames (../shared/camvid/val or the packaged sample)")
 
 
 def _executable(name: str) -> str:
@@ -149,7 +142,7 @@ def measure_layout(layout: str, counts: tuple[int, ...], params: dict, rate: flo
     from sensor_msgs.msg import Image
 
     most = max(counts)
-    frames = _frames()
+    frames = camvid_frames(4)
     context = rclpy.context.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("bench_multicamera", context=context)
@@ -257,20 +250,17 @@ def load_average() -> str:
         return "n/a"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:  # pragma: no cover
-        pass
-    return platform.processor() or "unknown CPU"
+def _model(weights: str) -> str:
+    """The model the nodes run, named from its card (``weights``: "" = the shipped one)."""
+    from fcn_perception.card import DEFAULT_WEIGHTS, model_title, read_card
+
+    path = weights or DEFAULT_WEIGHTS["segmentation"]
+    return f"{model_title(read_card(path))} ({Path(path).name})"
 
 
 def markdown(results: list[RunResult], meta: dict) -> str:
     lines = ["# Multi-camera benchmark: one node vs separate nodes", "",
-             "Written by `fcn-perception bench-multicamera` "
-             "(fcn_perception/ros/bench_multicamera.py).", ""]
+             "Written by `.venv/bin/python benchmarks/bench_multicamera.py`.", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines += ["", "| cameras | layout | throughput (fps, all) | per camera (fps) | "
               "latency p50 per camera (ms) | latency p95 per camera (ms) | node memory (MB) |",
@@ -303,12 +293,12 @@ def run_benchmark(cameras=(1, 2, 4), backend: str = "onnxruntime-cpu", weights: 
             results += measure_layout(layout, tuple(cameras), params, rate, warmup_s,
                                       duration_s, Path(tmp), log, stagger=stagger)
     results.sort(key=lambda r: (r.cameras, r.layout != "one node"))
-    frame = _frames(1)[0]
+    frame = camvid_frames(1)[0]
     meta = {
         "date": started,
-        "machine": f"{os.cpu_count()} CPU cores ({cpu_name()}), {platform.system()}",
+        "machine": f"{cpu_line()}; {platform.system()}",
         "load average (1, 5, 15 min) before / after": f"{load_before} / {load_average()}",
-        "model": weights or "the packaged segmentation weights (FCN-8s ResNet-18 CamVid)",
+        "model": _model(weights),
         "backend": backend,
         "frames": f"CamVid val {frame.shape[1]}x{frame.shape[0]} rgb8, published at "
                   f"{rate:g} Hz per camera, "
@@ -342,17 +332,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="Markdown file to write (default docs/bench_multicamera.md)")
 
 
-def register(subparsers) -> None:
-    """``fcn-perception bench-multicamera``."""
-    p = subparsers.add_parser(
-        "bench-multicamera", help="throughput and per-camera latency: N cameras on one node "
-        "vs N separate nodes (writes docs/bench_multicamera.md)",
-        description=__doc__.split("\n\n")[0] + " Starts segmentation_node processes and "
-        "publishes CamVid frames over DDS; run it on a quiet machine.")
-    add_args(p)
-    p.set_defaults(func=main_args)
-
-
 def main_args(args) -> int:
     run_benchmark(tuple(args.cameras), args.backend, args.weights, args.rate, args.warmup,
                   args.duration, args.output, stagger=args.stagger)
@@ -360,8 +339,7 @@ def main_args(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fcn-perception bench-multicamera",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_args(parser)
     return main_args(parser.parse_args(argv))
 

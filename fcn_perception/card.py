@@ -99,9 +99,24 @@ RFCN_DEFAULTS = {
     "min_box_size": 1.0,
 }
 
+#: how architectures and backbones are written in tables and reports
+TITLES = {"fcn8s": "FCN-8s", "fcn16s": "FCN-16s", "fcn32s": "FCN-32s", "unet": "U-Net",
+          "rfcn": "R-FCN", "vgg16": "VGG16", "resnet18": "ResNet-18", "resnet34": "ResNet-34",
+          "resnet50": "ResNet-50", "resnet101": "ResNet-101",
+          "efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_lite1": "EfficientNet-Lite1",
+          "efficientnet_lite2": "EfficientNet-Lite2"}
+
 ALLOW_MODIFIED_ENV = "FCN_PERCEPTION_ALLOW_MODIFIED_WEIGHTS"
 _allowed_modified: set[Path] = set()
 _allow_all_modified = False
+
+
+def model_title(card: dict) -> str:
+    """``"FCN-8s EfficientNet-Lite0"``: a card's architecture as tables write it."""
+    arch = card.get("architecture") or {}
+    name = TITLES.get(arch.get("name"), str(arch.get("name")))
+    backbone = arch.get("backbone")
+    return f"{name} {TITLES.get(backbone, backbone)}" if backbone else name
 
 
 def sha256_of(path: str | Path) -> str:

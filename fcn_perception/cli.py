@@ -1,8 +1,8 @@
 """The ``fcn-perception`` command.
 
 Each area registers its own sub-commands with a ``register(subparsers)`` function:
-``train`` and ``evaluate`` (training), ``export``, ``build-engine``, ``bench``
-(inference) and ``bag`` (rosbag tools).  Only the area that owns the command is
+``train`` and ``evaluate`` (training), ``export`` and ``build-engine`` (inference) and
+``bag`` (rosbag tools).  Benchmarks are scripts in the repository's ``benchmarks/``.  Only the area that owns the command is
 imported, and the areas import torch (about 3 s) and rclpy inside the commands that need
 them, so ``--help`` and a bad argument answer at once.
 
@@ -28,9 +28,8 @@ TRACEBACK_ENV = "FCN_PERCEPTION_TRACEBACK"
 
 REGISTRARS = {
     "fcn_perception.training.cli": ("train", "evaluate"),
-    "fcn_perception.inference.cli": ("export", "build-engine", "bench"),
+    "fcn_perception.inference.cli": ("export", "build-engine"),
     "fcn_perception.bag.cli": ("bag",),
-    "fcn_perception.ros.bench_multicamera": ("bench-multicamera",),
 }
 
 
@@ -39,7 +38,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fcn-perception",
         description="FCN segmentation and R-FCN detection: train, evaluate, export, "
-        "benchmark and replay rosbags.",
+        "and replay and score rosbags.",
     )
     parser.add_argument(ALLOW_MODIFIED_FLAG, action="store_true",
                         help="load weights whose sha256 differs from their model card's "

@@ -14,9 +14,8 @@ import json
 import re
 from pathlib import Path
 
-from fcn_perception.card import DEFAULT_WEIGHTS, read_card
+from fcn_perception.card import DEFAULT_WEIGHTS, model_title, read_card
 from fcn_perception.evaluation.tables import detection_table, segmentation_tables
-from fcn_perception.inference.bench import model_title
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_METRICS = ROOT / "docs" / "peer_fasterrcnn_val.json"

@@ -344,24 +344,3 @@ def test_node_help_prints_the_parameters_and_exits(exe):
     if exe == "perception_node":
         assert "segmentation.confidence_encoding" in out and "detection.classes" in out
     assert "listening on" not in proc.stderr  # no node was started
-
-
-@pytest.mark.slow
-def test_bench_multicamera_command_writes_the_table(weights, ros_domain, tmp_path, capsys):
-    """The benchmark's machinery end to end on a tiny model and 1 and 2 cameras for 1.5 s (not a
-    measurement: the numbers in docs/bench_multicamera.md come from the real command)."""
-    from fcn_perception.cli import main
-
-    out = tmp_path / "bench.md"
-    assert main(["bench-multicamera", "--cameras", "1", "2", "--backend", "torch-cpu",
-                 "--weights", str(weights["segmentation"]), "--warmup", "0.5",
-                 "--duration", "1.5", "--rate", "5", "-o", str(out)]) == 0
-    text = out.read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| 2 |")]
-    assert [r.split("|")[2].strip() for r in rows] == ["one node", "separate"], text
-    for row in rows:
-        cells = [c.strip() for c in row.split("|")[1:-1]]
-        assert float(cells[2]) > 0 and len(cells[3].split(" / ")) == 2, row
-    one = [line for line in text.splitlines() if line.startswith("| 1 |")]
-    assert [r.split("|")[2].strip() for r in one] == ["one node", "separate"], text
-    assert "load average" in text

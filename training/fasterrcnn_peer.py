@@ -7,8 +7,9 @@ Backbone taps ``s8``/``s16``/``s32`` (40/112/1280 ch) -> a 96-channel
 the three tapped levels; the two-layer MLP box head of torchvision.  Its internal
 transform keeps the input size (:class:`KeepSizeTransform`): the data pipeline does any
 resizing, as for R-FCN, so both see the same pixels in training and evaluation.  It normalises internally (ImageNet mean/std), so it is
-fed ``[0, 1]`` images.  Not shipped; trained by
-:mod:`fcn_perception.training.peer_fasterrcnn` and timed by ``fcn-perception bench``.
+fed ``[0, 1]`` images.  Not part of the robot runtime (it lives with training); trained
+by :mod:`fcn_perception.training.peer_fasterrcnn` and timed by
+``benchmarks/bench_cpu.py``.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Train the detection peer of the README's comparison: torchvision's Faster R-CNN
 with an FPN on the ImageNet EfficientNet-Lite0 backbone
-(:func:`fcn_perception.models.fasterrcnn_peer.build_fasterrcnn_peer`).
+(:func:`fcn_perception.training.fasterrcnn_peer.build_fasterrcnn_peer`).
 
     python -m fcn_perception.training.peer_fasterrcnn --data ../shared/camvid \
         --out runs/peer_frcnn --pretrained imagenet --epochs 16 --batch-size 4 --lr 0.02 \
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from fcn_perception.models.fasterrcnn_peer import NAME, build_fasterrcnn_peer
 from fcn_perception.training import engine
+from fcn_perception.training.fasterrcnn_peer import NAME, build_fasterrcnn_peer
 from fcn_perception.training.train_detection import add_common_args, train_loop
 
 

@@ -1,4 +1,4 @@
-"""``fcn-perception export``, ``build-engine`` and ``bench``."""
+"""``fcn-perception export`` and ``build-engine``."""
 from __future__ import annotations
 
 import argparse
@@ -149,14 +149,6 @@ def build_engine_main(args) -> int:
     return 0
 
 
-def bench_main(args) -> int:
-    _setup_logging()
-    from fcn_perception.inference.bench import run_bench
-
-    run_bench(args)
-    return 0
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export", help="export a model to ONNX: fp32, fp16 or int8 (Q/DQ), card embedded",
@@ -218,42 +210,6 @@ def register(subparsers) -> None:
     p.add_argument("--workspace-gb", type=float, default=2.0, help="builder workspace")
     p.add_argument("--rebuild", action="store_true", help="build even if the key matches")
     p.set_defaults(func=build_engine_main)
-
-    p = subparsers.add_parser(
-        "bench", help="time every available backend against torchvision peers",
-        description="Print and write a Markdown table of ms/frame (p50, p95) and fps for both "
-        "models on every available backend, next to torchvision's fcn_resnet50, "
-        "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large and "
-        "fasterrcnn_mobilenet_v3_large_fpn (eager, untrained), the Faster R-CNN FPN "
-        "EfficientNet-Lite0 peer, and the machine's FLOP limit (model FLOPs / measured GEMM "
-        "FLOP/s).")
-    p.add_argument("--tasks", nargs="+", choices=TASK_CHOICES, default=list(TASK_CHOICES))
-    p.add_argument("--backends", nargs="+", default=None,
-                   help="backends to time (default: every one available here)")
-    p.add_argument("--sizes", nargs="+", default=["360x480", "720x960"], help="HxW sizes")
-    p.add_argument("--iterations", type=int, default=20, help="timed runs per row")
-    p.add_argument("--warmup", type=int, default=3, help="untimed runs per row")
-    p.add_argument("--no-peers", dest="peers", action="store_false",
-                   help="skip the torchvision peers")
-    p.add_argument("--segmentation-weights", type=Path, default=None,
-                   help="default: the shipped weights, else an untrained default model")
-    p.add_argument("--detection-weights", type=Path, default=None)
-    p.add_argument("--image", type=Path, default=None,
-                   help="frame to time on (default: a CamVid val frame, else noise)")
-    p.add_argument("--peer-weights", type=Path, default=None,
-                   help="trained weights of the Faster R-CNN Lite0 peer (its model.safetensors "
-                        "from peer_fasterrcnn); without them the peer is timed untrained")
-    p.add_argument("--output", "-o", type=Path, default=Path("docs/bench_cpu.md"),
-                   help="Markdown file to write (default docs/bench_cpu.md)")
-    p.add_argument("--int8-calibration", type=Path, default=None,
-                   help="also time onnxruntime-cpu int8 for segmentation, calibrated on this "
-                   "folder of frames (e.g. ../shared/camvid/train)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for every row, ours and the peers (default: torch's and "
-                   "one per physical core for onnxruntime); 1 is robust to a busy machine")
-    p.add_argument("--max-seconds", type=float, default=60.0,
-                   help="stop a row after this long (at least 3 timed runs)")
-    p.set_defaults(func=bench_main)
 
 
 def _setup_logging() -> None:
