@@ -86,10 +86,10 @@ def test_mcap_and_sqlite3_bags_score_the_same(offline):
 
 def test_offline_detection_agrees_with_the_evaluator(offline, predictors, split_file):
     from fcn_perception.evaluation.detection import DetectionEvaluator
-    from fcn_perception.training.det_data import CamVidBoxes
+    from fcn_perception.training.det_data import open_detection_split
 
     det = predictors["detection"]
-    source = CamVidBoxes(SAMPLE, split_file, DET_CLASSES, 100, 8, None)
+    source = open_detection_split(SAMPLE, split_file, DET_CLASSES, 100, 8)
     ev = DetectionEvaluator(DET_CLASSES)
     for i in range(len(source)):
         r = det(source.load_image(i))

@@ -181,6 +181,37 @@ def test_command_line_error_is_one_line(dataset_yaml, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_detection_boxes_come_from_the_description(dataset_yaml):
+    from fcn_perception.training.det_data import open_detection_split
+
+    desc = read_dataset_file(dataset_yaml)
+    boxes = open_detection_split(None, "val", dataset=desc)
+    assert boxes.classes == ("robot", "box") and boxes.label_ids == [2, 3]
+    assert boxes.palette == [PALETTE[2], PALETTE[3]] and boxes.rule["min_area"] == 20
+    for i, sample in enumerate(desc.open("val").samples):
+        raw = np.asarray(Image.open(sample.label))
+        ys, xs = np.nonzero(raw == 24)  # the robot: one disc per frame
+        b, labels = boxes.boxes(i)
+        assert sorted(labels.tolist()) == [0, 1]
+        np.testing.assert_array_equal(b[labels == 0][0], [xs.min(), ys.min(), xs.max() + 1,
+                                                          ys.max() + 1])
+
+
+def test_detection_trains_on_the_description(dataset_yaml, tmp_path):
+    from fcn_perception.card import read_card
+    from fcn_perception.cli import main
+
+    run = tmp_path / "det"
+    assert main(["train", "detection", "--dataset", str(dataset_yaml), "--out", str(run),
+                 "--backbone", "resnet18", "--feature-channels", "32", "--epochs", "1",
+                 "--batch-size", "2", "--limit-train", "4", "--limit-val", "2",
+                 "--threads", "1", "--no-tensorboard"]) == 0
+    card = read_card(run / "model.safetensors")
+    assert card["classes"] == ["robot", "box"] and card["palette"] == PALETTE[2:]
+    assert card["box_derivation"]["label_ids"] == [2, 3]
+    assert card["training"]["dataset"] == str(dataset_yaml)
+
+
 # ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def shipped(dataset_yaml, tmp_path_factory) -> Path:

@@ -1,4 +1,4 @@
-"""Detection data: CamVid-derived boxes, COCO JSON, transforms and batching."""
+"""Detection data: boxes derived from label maps (CamVid), COCO JSON, transforms and batching."""
 import json
 from pathlib import Path
 
@@ -9,8 +9,8 @@ from PIL import Image
 
 from fcn_perception.errors import DatasetError
 from fcn_perception.training.det_data import (
-    CamVidBoxes,
     DetectionTransform,
+    LabelMapBoxes,
     collate,
     open_detection_split,
 )
@@ -20,7 +20,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "fcn_perception" / "data" / "c
 
 def test_camvid_boxes_follow_the_rule():
     ds = open_detection_split(SAMPLE, "val.txt", limit=3)
-    assert isinstance(ds, CamVidBoxes) and len(ds) == 3
+    assert isinstance(ds, LabelMapBoxes) and len(ds) == 3
     assert ds.classes == ("Car", "Pedestrian", "Bicyclist") and ds.label_ids == [8, 9, 10]
     assert ds.rule["min_area"] == 100 and ds.palette[0] == [64, 0, 128]
     image, boxes, labels = ds[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn_perception.training.det_data import DEFAULT_CLASSES, open_detection_split
+from fcn_perception.training.det_data import open_detection_split
 
 PERCENTILES = (10, 25, 50, 75, 90)
 
@@ -60,7 +60,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="train.txt")
-    p.add_argument("--classes", nargs="+", default=list(DEFAULT_CLASSES))
+    p.add_argument("--classes", nargs="+", default=None,
+                   help="default: the data set's detection classes (CamVid: Car, "
+                        "Pedestrian, Bicyclist)")
     p.add_argument("--json", default=None, help="write the statistics here")
     args = p.parse_args(argv)
     src = open_detection_split(args.data, args.split, args.classes)

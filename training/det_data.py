@@ -1,12 +1,13 @@
-"""Detection datasets and transforms: CamVid with derived boxes, or COCO JSON.
+"""Detection datasets and transforms: boxes derived from label maps, or COCO JSON.
 
 :func:`open_detection_split` picks the source from the split argument:
 
 * a ``.json`` file: COCO annotations (:class:`fcn_perception.training.coco.CocoBoxes`),
   images under ``data``;
-* otherwise a CamVid split (file or common-layout name, see
-  :class:`fcn_perception.evaluation.camvid.CamVid`); boxes come from the label maps by
-  :func:`fcn_perception.evaluation.boxes.derive_boxes`.
+* otherwise a split of a dataset description (:mod:`fcn_perception.training.dataset_file`;
+  without one, CamVid at ``data``): a split with ``coco: FILE.json`` gives COCO boxes, any
+  other split's boxes come from its label maps by
+  :func:`fcn_perception.evaluation.boxes.derive_boxes` (:class:`LabelMapBoxes`).
 
 Items are ``(image uint8 (H, W, 3), boxes float32 (G, 4), labels int64 (G,))`` with
 labels ``0..C-1``.
@@ -30,39 +31,37 @@ from fcn_perception.evaluation.boxes import (
     derivation_rule,
     derive_boxes,
 )
-from fcn_perception.evaluation.camvid import CLASSES as CAMVID_CLASSES
-from fcn_perception.evaluation.camvid import PALETTE as CAMVID_PALETTE
-from fcn_perception.evaluation.camvid import CamVid
 from fcn_perception.training.coco import CocoBoxes
+from fcn_perception.training.dataset_file import (
+    DatasetFile,
+    LabelledImages,
+    camvid_dataset,
+    default_palette,
+)
 
-DEFAULT_CLASSES = ("Car", "Pedestrian", "Bicyclist")
 
-
-class CamVidBoxes:
-    """A CamVid split with boxes derived from its label maps (decoded once, in memory).
+class LabelMapBoxes:
+    """A split's frames with boxes derived from its label maps (decoded once, in memory).
 
     Args:
-        data_dir, split: as for :class:`CamVid`.
-        classes: CamVid class names to detect (default Car, Pedestrian, Bicyclist).
+        base: the split (:meth:`DatasetFile.open`).
+        classes: class names of ``base`` to detect, in class-index order.
         min_area, connectivity: the derivation rule (:func:`derive_boxes`).
         limit: only the first ``limit`` samples.
     """
 
-    def __init__(self, data_dir, split, classes: Sequence[str] = DEFAULT_CLASSES,
+    def __init__(self, base: LabelledImages, classes: Sequence[str],
                  min_area: int = DEFAULT_MIN_AREA, connectivity: int = DEFAULT_CONNECTIVITY,
                  limit: int | None = None, progress: bool = True) -> None:
-        base = CamVid(data_dir, split)
-        names = list(base.classes or CAMVID_CLASSES)
+        names = list(base.classes)
         unknown = [c for c in classes if c not in names]
         if unknown:
-            raise DatasetError(f"detection classes {unknown} are not classes of {data_dir} "
-                               f"({names})")
+            raise DatasetError(f"detection classes {unknown} are not classes of "
+                               f"{base.description.source} ({names})")
         self.classes = tuple(classes)
         self.label_ids = [names.index(c) for c in classes]
         self.rule = derivation_rule(self.classes, self.label_ids, min_area, connectivity)
-        palette = [tuple(int(v) for v in c) for c in base.colors] if base.colors is not None \
-            else list(CAMVID_PALETTE)
-        self.palette = [list(palette[i]) for i in self.label_ids]
+        self.palette = [list(base.palette[i]) for i in self.label_ids]
         n = len(base) if limit is None else min(limit, len(base))
         self.images, self.targets = [], []
         for i in tqdm(range(n), desc="loading + deriving boxes", leave=False, disable=not progress):
@@ -85,23 +84,41 @@ class CamVidBoxes:
 
 
 def open_detection_split(data_dir, split, classes: Sequence[str] | None = None,
-                         min_area: int = DEFAULT_MIN_AREA,
-                         connectivity: int = DEFAULT_CONNECTIVITY, limit: int | None = None):
-    """A :class:`CocoBoxes` (``split`` is a .json) or :class:`CamVidBoxes`."""
+                         min_area: int | None = None, connectivity: int | None = None,
+                         limit: int | None = None, dataset: DatasetFile | None = None):
+    """A :class:`CocoBoxes` (``split`` is a .json, or a description's split with
+    ``coco``) or :class:`LabelMapBoxes` of ``dataset`` (default: CamVid at ``data_dir``).
+
+    ``classes``, ``min_area``, ``connectivity`` left None come from the description's
+    ``detection`` block (then the defaults: all COCO categories, 100 pixels, 8)."""
     if str(split).endswith(".json"):
-        ds = CocoBoxes(data_dir, split, classes)
-        ds.rule = {"method": "COCO annotations", "file": str(split)}
-        ds.palette = _default_palette(len(ds.classes))
-        if limit is not None:
-            ds.images, ds.targets = ds.images[:limit], ds.targets[:limit]
-        return ds
-    return CamVidBoxes(data_dir, split, classes or DEFAULT_CLASSES, min_area, connectivity, limit)
+        return _coco(data_dir, split, classes, limit)
+    desc = dataset or camvid_dataset(data_dir)
+    spec = desc.split(split)
+    if spec.coco is not None:
+        root = desc.data_root()
+        return _coco(root / spec.images, root / spec.coco, classes, limit)
+    classes = classes or desc.detection.classes
+    if not classes:
+        raise DatasetError(f"dataset file {desc.source}: detection.classes: is not set; list "
+                           "the classes to box (or pass --classes)")
+    rule = desc.detection
+    return LabelMapBoxes(desc.open(split), classes,
+                         _first(min_area, rule.min_area, DEFAULT_MIN_AREA),
+                         _first(connectivity, rule.connectivity, DEFAULT_CONNECTIVITY), limit)
 
 
-def _default_palette(n: int) -> list[list[int]]:
-    import colorsys
+def _first(*values):
+    return next(v for v in values if v is not None)
 
-    return [[int(255 * v) for v in colorsys.hsv_to_rgb(i / max(n, 1), 0.8, 0.95)] for i in range(n)]
+
+def _coco(image_dir, annotation, classes, limit):
+    ds = CocoBoxes(image_dir, annotation, classes)
+    ds.rule = {"method": "COCO annotations", "file": str(annotation)}
+    ds.palette = default_palette(len(ds.classes))
+    if limit is not None:
+        ds.images, ds.targets = ds.images[:limit], ds.targets[:limit]
+    return ds
 
 
 def augmentation_description(scale_range=(1.0, 1.0), jitter: float = 0.2) -> str:

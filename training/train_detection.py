@@ -1,12 +1,15 @@
-"""Train R-FCN on CamVid-derived boxes (or a COCO-format dataset).
+"""Train R-FCN on boxes derived from label maps (CamVid, a dataset description) or on
+COCO-format boxes.
 
     fcn-perception train detection --data ../shared/camvid --out runs/rfcn \
         --backbone resnet18 --init-backbone runs/seg_main/best.pt --epochs 12
+    fcn-perception train detection --dataset my_data.yaml --out runs/mine ...
 
-Boxes: on a CamVid folder, connected components of Car, Pedestrian and Bicyclist
-(``--classes``, ``--min-area``, ``--connectivity``; see
-:mod:`fcn_perception.training.boxes`); with ``--train-split X.json --val-split Y.json``
-COCO annotations, images under ``--data``.
+Boxes: connected components of the description's ``detection.classes`` (CamVid: Car,
+Pedestrian and Bicyclist; ``--classes``, ``--min-area``, ``--connectivity`` override;
+see :mod:`fcn_perception.evaluation.boxes`); a description's split with ``coco:
+FILE.json``, or ``--train-split X.json --val-split Y.json`` (images under ``--data``):
+COCO annotations.
 
 Writes ``OUT/config.json``, ``metrics.jsonl``, TensorBoard scalars, ``last.pt`` every
 epoch, ``best.pt`` (best val mAP@0.5) and at the end ``OUT/model.safetensors`` (fp16)
@@ -35,8 +38,8 @@ from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD
 from fcn_perception.evaluation.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
 from fcn_perception.models.rfcn import NECK_STRIDES
 from fcn_perception.training import engine
+from fcn_perception.training.dataset_file import add_dataset_args, dataset_from_args
 from fcn_perception.training.det_data import (
-    DEFAULT_CLASSES,
     DetectionSet,
     DetectionTransform,
     augmentation_description,
@@ -51,17 +54,16 @@ RFCN_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite
 
 def add_common_args(p: argparse.ArgumentParser, epochs: int = 12) -> None:
     """Arguments shared by R-FCN and the Faster R-CNN peer (same data, same schedule)."""
-    p.add_argument("--data", required=True, help="CamVid folder, or the COCO image folder")
-    p.add_argument("--train-split", default="train.txt",
-                   help="CamVid split file/name, or a COCO annotation .json")
-    p.add_argument("--val-split", default="val.txt")
+    add_dataset_args(p, coco=True)
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--classes", nargs="+", default=list(DEFAULT_CLASSES),
-                   help="detection classes (CamVid names; add SignSymbol if wanted; "
-                        "COCO: category names, default all)")
-    p.add_argument("--min-area", type=int, default=DEFAULT_MIN_AREA,
-                   help="CamVid: smallest component (pixels) that becomes a box")
-    p.add_argument("--connectivity", type=int, default=DEFAULT_CONNECTIVITY, choices=(4, 8))
+    p.add_argument("--classes", nargs="+", default=None,
+                   help="detection classes (default: the description's detection.classes, "
+                        "CamVid: Car Pedestrian Bicyclist; COCO: all categories)")
+    p.add_argument("--min-area", type=int, default=None,
+                   help="label-map boxes: smallest component (pixels) that becomes a box "
+                        f"(default: the description's, else {DEFAULT_MIN_AREA})")
+    p.add_argument("--connectivity", type=int, default=None, choices=(4, 8),
+                   help=f"(default: the description's, else {DEFAULT_CONNECTIVITY})")
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
@@ -179,7 +181,8 @@ class RFCNAdapter:
             "input": {"mean": list(self.mean), "std": list(self.std), "size": None},
             "box_derivation": train_src.rule,
             "training": {k: config.get(k) for k in (
-                "data", "train_split", "val_split", "epochs", "batch_size", "optimizer", "lr",
+                "dataset", "data", "train_split", "val_split", "epochs", "batch_size",
+                "optimizer", "lr",
                 "weight_decay", "warmup_epochs", "clip_grad", "trainable_layers", "seed",
                 "pretrained", "init_backbone", "ohem", "ema_decay")} | {
                 "backbone_init": self.init, "frozen_bn": bool(self.frozen_bn),
@@ -202,12 +205,11 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
         torch.set_num_threads(args.threads)
     dist = engine.distributed(args.device)
     device = dist.device
-    classes = args.classes if not str(args.train_split).endswith(".json") or \
-        args.classes != list(DEFAULT_CLASSES) else None
-    train_src = open_detection_split(args.data, args.train_split, classes, args.min_area,
-                                     args.connectivity, args.limit_train)
+    dataset = dataset_from_args(args)
+    train_src = open_detection_split(args.data, args.train_split, args.classes, args.min_area,
+                                     args.connectivity, args.limit_train, dataset)
     val_src = open_detection_split(args.data, args.val_split, list(train_src.classes),
-                                   args.min_area, args.connectivity, args.limit_val)
+                                   args.min_area, args.connectivity, args.limit_val, dataset)
     torch.manual_seed(args.seed)  # reproducible initial weights
     adapter = make_adapter(args, train_src.classes)
     model = adapter.model.to(device)
