@@ -45,6 +45,11 @@ def session_options(num_threads: int | None = None):
     # ONNX Runtime frees each run's buffers and the next frame costs the same time within
     # the noise (docs/bench_transport.md)
     so.enable_cpu_mem_arena = False
+    # intra-op threads sleep instead of spin-waiting between runs: in a node they share
+    # the cores with DDS, the executor and decoding, and spinning ones took their time
+    # (detection_node, 360x480 at 15 Hz, shared 2-core machine at load 7-12: inference
+    # p50 468 / 525 ms spinning, 310 / 392 ms not; README "Cameras, DDS and lost frames")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
