@@ -7,21 +7,27 @@ Segmentation: identical labels (fp16; int8 in TensorRT and ONNX Runtime formats)
 Detection: fp32's boxes (score >= 0.5 and >= 0.3) reproduced by a same-class box at IoU
 >= 0.9 (score within 0.1 below the threshold), fp16 and int8 (TensorRT format) -- int8
 detection is measured here although the package refuses it (too few boxes match).
+Each int8 variant runs in the arithmetic the onnxruntime-cpu backend gives its format
+(fcn_perception.inference.int8_cpu: the TensorRT format with Q/DQ in float, as TensorRT
+computes it); the file records it and the CPU (model; AVX2, AVX-512, VNNI, AMX).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+import onnxruntime
 
 import fcn_perception
 from fcn_perception.card import DEFAULT_WEIGHTS, sha256_of
 from fcn_perception.inference.agreement import compare_frames, read_frames
 from fcn_perception.inference.calibration import DEFAULT_LIMIT, DEFAULT_METHOD
+from fcn_perception.inference.cpu_info import cpu_info
 from fcn_perception.inference.export import cached_onnx, fp16_onnx, read_onnx_card
+from fcn_perception.inference.int8_cpu import ARITHMETICS
 from fcn_perception.inference.preprocess import InputSpec
 from fcn_perception.inference.quantize import quantized_onnx
 
@@ -47,6 +53,8 @@ def measure(task: str, weights: Path, frames, calibration: Path, work: Path) -> 
             out["variants"][name] = {f"score>={t}": compare_frames(ref, cand, frames,
                                                                    score_threshold=t)
                                      for t in (0.5, 0.3)}
+        if cand.backend.int8_arithmetic:  # how the int8 graph was evaluated (int8_cpu)
+            out["variants"][name]["arithmetic"] = cand.backend.int8_arithmetic
         print(task, name, json.dumps(out["variants"][name]),
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     return out
@@ -65,8 +73,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "onnx_precision.json")
     args = parser.parse_args()
     frames = read_frames(args.data / "val", args.frames)
+    cpu = cpu_info()
     report = {"command": "scripts/precision_parity.py", "runtime": "onnxruntime-cpu",
-              "machine": platform.processor() or platform.machine(),
+              "onnxruntime": onnxruntime.__version__,
+              "machine": cpu.line(), "cpu": cpu.as_dict(),
+              "int8_arithmetic": ARITHMETICS,
               "frames": f"{len(frames)} of {args.data / 'val'} at "
                         f"{frames[0].shape[0]}x{frames[0].shape[1]}",
               "calibration": f"{DEFAULT_METHOD}, {DEFAULT_LIMIT} frames of "

@@ -104,6 +104,11 @@ def _print_agreement(task: str, fp32: Path, candidate: Path, args, card: dict) -
             b = mean_iou(cand, args.check_images, labels, k, ignore, args.check_limit)
             if a is not None:
                 line += (f"; mean IoU fp32 {100 * a:.2f}%, {args.precision} {100 * b:.2f}%")
+        arithmetic = getattr(cand.backend, "int8_arithmetic", None)
+        if arithmetic:
+            from fcn_perception.inference.int8_cpu import ARITHMETICS
+
+            line += f" (int8 arithmetic: {ARITHMETICS[arithmetic]})"
     else:
         line = (f"{args.precision} vs fp32 on {report['frames']} frames of "
                 f"{args.check_images}: {report['matched']} of {report['boxes']} boxes "
@@ -144,7 +149,7 @@ def build_engine_main(args) -> int:
     state = f"built ({why})" if built else "up to date (same key: not rebuilt)"
     print(f"engine: {path.resolve()}\n  {state}; {args.precision}, profile {profile}\n"
           f"  key and model card: {sidecar_path(path).resolve()}\n"
-          f"  use it: set the node parameter weights:={path.resolve()} (backend tensorrt), "
+          f"  use it: set the node parameter model:={path.resolve()} (backend tensorrt), "
           f"or load_predictor({task!r}, 'tensorrt', {str(path.resolve())!r})")
     return 0
 

@@ -12,10 +12,13 @@ Two formats of the same quantisation, because the two runtimes want different on
 
 ``tensorrt``     int8 activations with zero point 0 (symmetric) and fp32 biases:
                  TensorRT (10 and 11) accepts only symmetric int8 Q/DQ on the GPU.  ONNX
-                 Runtime runs it too (slower on the CPU: no u8s8 kernels).
+                 Runtime's CPU backend evaluates its Q/DQ in float, as TensorRT computes
+                 it (:mod:`fcn_perception.inference.int8_cpu`: its fused int8 kernels
+                 lose a quarter of the labels on CPUs without VNNI); not faster than fp32.
 ``onnxruntime``  uint8 activations (asymmetric) and int32 biases: what ONNX Runtime's
-                 CPU kernels fuse into QLinearConv (its fast u8s8 path); TensorRT
-                 rejects it (:func:`tensorrt_problems` says why).
+                 CPU kernels fuse into QLinearConv (its fast path, run with U8U8
+                 multiplication on CPUs without VNNI); TensorRT rejects it
+                 (:func:`tensorrt_problems` says why).
 
 Quantisation changes the numbers: compare with fp32 before use (``fcn-perception
 export --precision int8 --check-images DIR``, :mod:`fcn_perception.inference.agreement`).
