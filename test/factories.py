@@ -144,6 +144,20 @@ def start_node(executable: str, ros_args: list[str], env_extra: dict | None = No
                             env=env)
 
 
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition", poll: float = 0.01):
+    """``predicate()``'s first truthy value, polled until ``timeout`` s (generous: the test
+    machine may be busy); AssertionError naming ``what`` after that.  For tests of threads
+    without a ROS harness: wait on the event a test needs, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of process ``pid`` in MB (NaN once it is gone)."""
     with open(f"/proc/{pid}/status") as f:

@@ -43,11 +43,11 @@ def frames(camvid_dir: Path) -> list[np.ndarray]:
 
 
 def seg_params(weights, **extra) -> dict:
-    return {"weights": str(weights["segmentation"]), "backend": "torch-cpu", **extra}
+    return {"model": str(weights["segmentation"]), "backend": "torch-cpu", **extra}
 
 
 def det_params(weights, **extra) -> dict:
-    return {"weights": str(weights["detection"]), "backend": "torch-cpu", **extra}
+    return {"model": str(weights["detection"]), "backend": "torch-cpu", **extra}
 
 
 # ----------------------------------------------------------------------------- messages
@@ -186,6 +186,42 @@ def wait_outputs_matched(harness, node, keys=None) -> None:
             if keys is None or key in keys:
                 harness.wait(lambda pub=pub: pub.get_subscription_count() > 0,
                              what=f"a subscriber on {pub.topic_name}")
+
+
+def watch_callback(harness, subscription) -> list[int]:
+    """The header stamps (seconds) of the messages ``subscription``'s own callback has
+    finished with, in order: the node's callback still runs, unchanged; the list grows
+    (and ``harness.wait`` wakes) after it returns.  Lets a test wait until a node has
+    taken a frame it must ignore (an inactive lifecycle node) instead of sleeping."""
+    import inspect
+
+    taken: list[int] = []
+    inner = subscription.callback
+    try:
+        inspect.signature(inner).bind(object())
+        with_info = False
+    except TypeError:
+        with_info = True
+
+    def done(msg) -> None:
+        with harness.cond:
+            taken.append(msg.header.stamp.sec)
+            harness.cond.notify_all()
+
+    if with_info:
+        def callback(msg, info):
+            try:
+                inner(msg, info)
+            finally:
+                done(msg)
+    else:
+        def callback(msg):
+            try:
+                inner(msg)
+            finally:
+                done(msg)
+    subscription.callback = callback
+    return taken
 
 
 def header_of(msg) -> tuple:

@@ -82,15 +82,23 @@ def test_environment_imports():
 
 @pytest.mark.skipif(not IN_REPO_VENV, reason="runs only in the repository's .venv")
 def test_setup_is_idempotent_and_fast():
-    """`make test` ran the set-up just before; a second run must find nothing to do."""
+    """`make test` ran the set-up just before; a second run must find nothing to do: the
+    check takes the fast path (input hashes against the stamps; no pip, no build), says
+    nothing and changes nothing in the venv.  (Its duration is the machine's; not asserted.)"""
     vision_msgs = pytest.importorskip("vision_msgs")
     if not Path(vision_msgs.__file__).resolve().is_relative_to(Path(sys.prefix).resolve()):
         pytest.skip("vision_msgs comes from outside the venv: set-up checks it every time")
-    t0 = time.monotonic()
-    proc = _run(["bash", str(REPO_ROOT / "scripts" / "setup.sh"), "--check"], timeout=60)
-    elapsed = time.monotonic() - t0
+    venv = Path(sys.prefix)
+
+    def state() -> dict:
+        paths = [venv, venv / "bin", *sorted((venv / ".fcn_stamps").glob("*"))]
+        return {str(p): p.stat().st_mtime_ns for p in paths if p.exists()}
+
+    before = state()
+    proc = _run(["bash", str(REPO_ROOT / "scripts" / "setup.sh"), "--check"], timeout=300)
     assert proc.returncode == 0, f"set-up is not up to date: run `make setup`\n{proc.stderr}"
-    assert elapsed < 5, f"an up-to-date check took {elapsed:.1f} s"
+    assert (proc.stdout, proc.stderr) == ("", ""), (proc.stdout, proc.stderr)
+    assert state() == before and len(before) > 3, "an up-to-date check changed the venv"
 
 
 def _locked_pins() -> dict[str, str]:

@@ -76,20 +76,22 @@ def test_jpeg_bomb_is_rejected_from_its_header_without_decoding():
     # Pillow alone would decode it (13300^2 is under its own bomb threshold)
     with PILImage.open(io.BytesIO(bomb)) as img:
         assert img.size == (13300, 13300)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with pytest.raises(ImageTooLargeError, match=r"13300x13300.*max_input_pixels"):
         decode_compressed("jpeg", bomb)
-    assert time.perf_counter() - t0 < 0.5  # decoding takes seconds and 500+ MB
+    # this process's CPU time (other processes' load does not count): decoding 177 Mpx
+    # takes seconds of CPU and 500+ MB, reading the header microseconds
+    assert time.process_time() - t0 < 0.5
 
 
 def test_valid_png_bomb_is_rejected(png_bomb):
     assert len(png_bomb) < 400_000
     with PILImage.open(io.BytesIO(png_bomb)) as img:  # a valid PNG Pillow opens
         assert img.size == (13000, 13000)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with pytest.raises(ImageTooLargeError, match="13000x13000"):
         decode_message(SimpleNamespace(format="png", data=png_bomb))
-    assert time.perf_counter() - t0 < 0.5
+    assert time.process_time() - t0 < 0.5
 
 
 def test_jpeg_with_a_second_larger_frame_header_is_rejected():
@@ -155,14 +157,14 @@ FUZZ_SETTINGS = dict(deadline=None, database=None, derandomize=False,
 def check_outcome(call, limit: int):
     """``call()`` gives an (H, W, 3) uint8 image within ``limit`` pixels or raises a
     ConversionError with a short message; anything else fails."""
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     try:
         out = call()
     except ConversionError as exc:
         assert 0 < len(str(exc)) <= MAX_MESSAGE, str(exc)
         assert "\n" not in str(exc)
         out = None
-    assert time.perf_counter() - t0 < 2.0  # no decompression work beyond the limit
+    assert time.process_time() - t0 < 2.0  # CPU time: no decompression beyond the limit
     if out is not None:
         assert isinstance(out, np.ndarray) and out.dtype == np.uint8
         assert out.ndim == 3 and out.shape[2] == 3 and out.flags.c_contiguous
@@ -329,10 +331,10 @@ def test_fuzz_declared_bombs_rejected_before_decoding(request):
     def run(case):
         kind, w, h, data = case
         assert w * h > DEFAULT_MAX_PIXELS or max(w, h) > MAX_SIDE
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         with pytest.raises(ImageTooLargeError):
             decode_compressed(kind, data)
-        assert time.perf_counter() - t0 < 1.0  # no decoding (generous: a loaded machine)
+        assert time.process_time() - t0 < 1.0  # this process's CPU time: no decoding
         seen["cases"] += 1
 
     run()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -237,13 +236,16 @@ def test_invalid_parameter_at_start_is_rejected(harness, weights):
 
 def test_unknown_weights_leave_the_node_unconfigured(harness, tmp_path):
     node = make_node(nodes.SegmentationNode, harness,
-                     {"weights": str(tmp_path / "missing.safetensors"), "backend": "torch-cpu"})
+                     {"model": str(tmp_path / "missing.safetensors"), "backend": "torch-cpu"})
     assert node._state_machine.current_state[1] == "unconfigured"
     assert all(head.predictor is None for head in node.heads)
 
 
 def test_lifecycle_transitions(harness, weights, frames):
-    node = make_node(nodes.SegmentationNode, harness, seg_params(weights, autostart=False))
+    # a reliable subscription from configure on (qos auto would re-create it when the
+    # test's reliable publisher appears)
+    node = make_node(nodes.SegmentationNode, harness,
+                     seg_params(weights, autostart=False, qos_reliability="reliable"))
     assert node._state_machine.current_state[1] == "unconfigured"
     assert node.count_subscribers("image") == 0 and node.heads[0].predictor is None
     assert node.trigger_configure() == nodes.TransitionCallbackReturn.SUCCESS
@@ -257,21 +259,33 @@ def test_lifecycle_transitions(harness, weights, frames):
     pub = harness.publisher("image", Image)
     harness.wait_matched(pub)
     wait_outputs_matched(harness, node, keys=["labels"])
-    pub.publish(image_msg(small, "rgb8", 5))  # configured but inactive: not answered
-    time.sleep(1.0)  # taken (and ignored) before the activation below
+    taken = ros_harness.watch_callback(harness, node._input.sub)
+
+    def ignored_while_inactive(stamp: int) -> None:
+        pub.publish(image_msg(small, "rgb8", stamp))
+        harness.wait(lambda: stamp in taken, what=f"the inactive node to take frame {stamp}")
+
+    def answered_while_active(stamp: int) -> None:
+        pub.publish(image_msg(small, "rgb8", stamp))
+        harness.message_with_stamp("segmentation/labels", stamp)
+
+    ignored_while_inactive(5)  # configured but inactive
     worker_thread = node._input.worker._thread
     for cycle in range(2):
         assert node.trigger_activate() == nodes.TransitionCallbackReturn.SUCCESS
-        pub.publish(image_msg(small, "rgb8", 10 + cycle))
-        harness.message_with_stamp("segmentation/labels", 10 + cycle)
+        # one publisher, one worker, answers in order: an answer to a frame taken before
+        # (5, 20) would have arrived before this one
+        answered_while_active(10 + cycle)
         assert node.trigger_deactivate() == nodes.TransitionCallbackReturn.SUCCESS
         assert node._input is not None and worker_thread.is_alive()
-        pub.publish(image_msg(small, "rgb8", 20 + cycle))  # inactive: ignored
-        time.sleep(0.5)
+        ignored_while_inactive(20 + cycle)
         assert node.count_subscribers("image") == 1
         assert node.count_publishers("segmentation/labels") == 1
-    stamps = [m.header.stamp.sec for m in harness.received.get("segmentation/labels", [])]
-    assert 5 not in stamps and 20 not in stamps and 21 not in stamps, stamps
+    assert node.trigger_activate() == nodes.TransitionCallbackReturn.SUCCESS
+    answered_while_active(12)  # after the last ignored frame (21)
+    assert node.trigger_deactivate() == nodes.TransitionCallbackReturn.SUCCESS
+    assert harness.stamps("segmentation/labels") == [10, 11, 12]
+    assert taken == [5, 10, 20, 11, 21, 12]
     assert node.trigger_cleanup() == nodes.TransitionCallbackReturn.SUCCESS
     assert node.heads[0].predictor is None and node._input is None
     assert not worker_thread.is_alive()
@@ -287,7 +301,7 @@ def test_cleanup_frees_gpu_memory(harness, weights):
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     node = make_node(nodes.SegmentationNode, harness,
-                     {"weights": str(weights["segmentation"]), "backend": "torch-cuda"})
+                     {"model": str(weights["segmentation"]), "backend": "torch-cuda"})
     assert torch.cuda.memory_allocated() > before
     node.trigger_deactivate()
     node.trigger_cleanup()
@@ -362,9 +376,9 @@ def test_detection_node(harness, weights, frames):
 def test_perception_node_decodes_once(harness, weights, frames):
     from vision_msgs.msg import Detection2DArray, LabelInfo
 
-    params = {"segmentation.weights": str(weights["segmentation"]),
+    params = {"segmentation.model": str(weights["segmentation"]),
               "segmentation.backend": "torch-cpu",
-              "detection.weights": str(weights["detection"]),
+              "detection.model": str(weights["detection"]),
               "detection.backend": "torch-cpu", "detection.score_threshold": 0.0}
     node = make_node(nodes.CombinedNode, harness, params,
                      cli_args=["--ros-args", "-r", "__ns:=/cam1", "-r", "image:=/cam1/raw"])
@@ -421,7 +435,7 @@ def test_node_process_namespace_qos_warnings_and_outputs(harness, weights, frame
     a reliable camera (outputs with the input header); Ctrl-C exits cleanly."""
     proc = start_node("segmentation_node", [
         "-r", "__ns:=/cam1", "-r", "image:=/cam1/image_raw",
-        "-p", f"weights:={weights['segmentation']}", "-p", "backend:=torch-cpu",
+        "-p", f"model:={weights['segmentation']}", "-p", "backend:=torch-cpu",
         "-p", "qos_reliability:=reliable", "-p", "no_frame_warning_s:=1.0"])
     reader = OutputReader(proc, WAIT)
     try:
@@ -455,10 +469,19 @@ def test_node_process_namespace_qos_warnings_and_outputs(harness, weights, frame
     assert "Traceback" not in reader.text
 
 
+BURST, BURSTS, RSS_MARGIN_MB = 30, 10, 40
+
+
 @pytest.mark.slow
-def test_stream_30hz_for_20s_drops_instead_of_queueing(harness, tmp_path, frames, ros_domain):
-    """The default model size (FCN-8s ResNet-18 at 180x240, the shipped card's input) on
-    360x480 CamVid frames at 30 Hz: the node answers the newest frame, memory stays flat."""
+def test_stream_bursts_drop_instead_of_queueing_and_memory_stays_flat(harness, tmp_path, frames,
+                                                                      ros_domain):
+    """The default model size (the shipped card's input) on 360x480 CamVid frames, sent in
+    bursts of 30 published back to back (a frame every few microseconds: faster than any
+    CPU runs a 2+ GFLOP network): the node answers the newest frame of every burst with
+    its header, never an older frame after a newer one, accounts every frame it received
+    as processed or dropped once idle, and its RSS after 10 bursts is within 40 MB of its
+    RSS after 2 warm-up bursts.  The 30 Hz stream's fps, latency and RSS figures are
+    printed by benchmarks/node_stream.py."""
     from fcn_perception.card import DEFAULT_WEIGHTS
 
     shipped = DEFAULT_WEIGHTS["segmentation"]
@@ -467,69 +490,57 @@ def test_stream_30hz_for_20s_drops_instead_of_queueing(harness, tmp_path, frames
     else:
         weights_path = make_weights(tmp_path, "segmentation", size=[180, 240], arch={
             "name": "fcn8s", "backbone": "resnet18", "num_classes": len(CLASSES)})
-    proc = start_node("segmentation_node", ["-p", f"weights:={weights_path}",
-                                            "-p", "backend:=torch-cpu"])
+    # reliable both ways: no frame lost in transit, so each burst's newest frame arrives
+    proc = start_node("segmentation_node", ["-p", f"model:={weights_path}",
+                                            "-p", "backend:=torch-cpu",
+                                            "-p", "qos_reliability:=reliable"])
     reader = OutputReader(proc, WAIT)
+    sent = 0
+
+    def burst() -> None:
+        nonlocal sent
+        for _ in range(BURST):
+            sent += 1
+            msg = msgs[sent % len(msgs)]
+            msg.header.stamp.sec = sent
+            pub.publish(msg)
+        harness.message_with_stamp("segmentation/labels", sent)  # the newest is answered
+
+    def idle(status, values) -> bool:
+        """A diagnostics message sent after the last answer, once every frame received is
+        accounted for (processed, dropped, ...): nothing is waiting in the node."""
+        counts = {k: int(values[f"frames_{k}"]) for k in FrameStats.COUNTERS}
+        return counts["processed"] >= len(harness.received["segmentation/labels"]) and \
+            counts["received"] == sum(n for k, n in counts.items() if k != "received")
+
     try:
-        harness.subscribe("segmentation/labels", Image, QoSProfile(depth=5))
+        harness.subscribe("segmentation/labels", Image, QoSProfile(depth=100))
         harness.subscribe("/diagnostics", DiagnosticArray)
-        pub = harness.publisher("image", Image, qos_profile_sensor_data)
+        pub = harness.publisher("image", Image, QoSProfile(depth=10))
         reader.wait_for("listening on /image", timeout=120)
         harness.wait_matched(pub)
         msgs = [image_msg(f, "rgb8", 0, "camera") for f in frames]
-        # warm up until the first output arrives
-        for stamp in range(1, 10_000):
-            msg = msgs[stamp % len(msgs)]
-            msg.header.stamp.sec = stamp
-            pub.publish(msg)
-            with contextlib.suppress(AssertionError):
-                harness.message_with_stamp("segmentation/labels", stamp, 0.5)
-                break
-        rss, answered_at = [], {}
-        t0 = time.monotonic()
-        period, sent = 1 / 30.0, 0
-        first = 100_000
-        while time.monotonic() - t0 < 20.0:
-            msg = msgs[sent % len(msgs)]
-            msg.header.stamp.sec = first + sent
-            pub.publish(msg)
-            answered_at[first + sent] = time.monotonic()
-            sent += 1
-            if sent % 30 == 0:
-                rss.append(rss_mb(proc.pid))
-            time.sleep(max(0.0, t0 + sent * period - time.monotonic()))
-        stream_end = time.monotonic()
-        time.sleep(2.0)
-        answers = [m for m in harness.received["segmentation/labels"]
-                   if m.header.stamp.sec >= first]
-        last_answer = max(m.header.stamp.sec for m in answers)
-        diag = None
-        for arr in reversed(harness.received.get("/diagnostics", [])):
-            for status in arr.status:
-                if status.name == "segmentation_node: segmentation":
-                    diag = {kv.key: kv.value for kv in status.values}
-                    break
-            if diag:
-                break
+        for _ in range(2):
+            burst()
+        rss_warm = rss_mb(proc.pid)
+        for _ in range(BURSTS):
+            burst()
+        rss_end = rss_mb(proc.pid)
+        _, diag = harness.diagnostics("segmentation_node: segmentation", idle)
     finally:
         stop(proc)
-    assert diag is not None, reader.text
-    dropped = int(diag["frames_dropped"])
-    processed = int(diag["frames_processed"])
-    print(f"\nstream: sent {sent} frames at 30 Hz for 20 s; answered {len(answers)}; "
-          f"node: processed {processed}, dropped {dropped}, received {diag['frames_received']}, "
-          f"fps {diag['fps']}, latency p50 {diag['latency_p50_ms']} ms / p95 "
-          f"{diag['latency_p95_ms']} ms, inference p50 {diag['inference_p50_ms']} ms; "
-          f"RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB (min {min(rss):.0f}, max {max(rss):.0f})")
-    assert len(answers) > 10
-    # drops rather than queues: whatever was not processed was dropped (or skipped, rejected,
-    # failed; at most one frame waiting and one in flight), and the last answer is for one of
-    # the last frames sent (no backlog being worked off)
+    answers = harness.received["segmentation/labels"]
+    stamps = [m.header.stamp.sec for m in answers]
     counts = {k: int(diag[f"frames_{k}"]) for k in FrameStats.COUNTERS}
-    accounted = sum(n for k, n in counts.items() if k != "received")
-    assert counts["received"] - 2 <= accounted <= counts["received"], counts
-    assert answered_at[last_answer] > stream_end - 1.5
-    assert float(diag["latency_p95_ms"]) < 3 * float(diag["inference_p95_ms"]) + 250
-    # memory flat: no growth over the last 15 s beyond allocator noise
-    steady = rss[5:]
-    assert max(steady) - steady[0] < 40, rss
+    print(f"\nbursts: sent {sent} frames in {BURSTS + 2} bursts of {BURST}; answered "
+          f"{len(stamps)}; node {counts}; RSS {rss_warm:.0f} MB after warm-up, "
+          f"{rss_end:.0f} MB at the end")
+    assert all(m.header.frame_id == "camera" and (m.height, m.width) == (360, 480)
+               for m in answers), reader.text
+    assert stamps == sorted(set(stamps)), "an older frame answered after a newer one"
+    assert set(range(BURST, sent + 1, BURST)) <= set(stamps)  # every burst's newest
+    assert counts["received"] <= sent and counts["processed"] >= len(stamps)
+    # dropped, not queued: far fewer frames run than were sent (the rest were replaced by
+    # newer ones in the node or in its 5-deep subscription queue)
+    assert counts["processed"] < sent // 2, counts
+    assert rss_end - rss_warm < RSS_MARGIN_MB, (rss_warm, rss_end)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import array
 import re
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import wait_until
 from PIL import Image as PILImage
 
 from fcn_perception.bag import typestore as T
@@ -190,20 +190,14 @@ def test_worker_drops_instead_of_queueing_and_survives_errors():
 
     worker = FrameWorker(process, errors.append).start()
     drops = sum(worker.submit(i) for i in range(1000))  # all while the first is in flight
-    time.sleep(0.05)
     gate.set()
-    deadline = time.monotonic() + 5
-    while 999 not in seen and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: 999 in seen, what="the newest frame to be processed")
     assert seen[-1] == 999 and len(seen) <= 2 and drops >= 997
     worker.submit("bad")
-    worker.submit(1000)
-    time.sleep(0.2)
-    worker.submit(1001)
-    deadline = time.monotonic() + 5
-    while 1001 not in seen and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert 1001 in seen
+    wait_until(lambda: errors, what="the bad frame's error")
+    worker.submit(1001)  # the worker survived the error
+    wait_until(lambda: 1001 in seen, what="a frame after the error")
+    assert len(errors) == 1 and "bad frame" in str(errors[0])
     assert worker.stop()
 
 
@@ -266,12 +260,12 @@ def test_param_specs_validate():
     assert specs["classes"].validate(["Car"]) is None
     assert "string_array" in specs["classes"].validate([1])
     both = {s.name for s in params.node_specs(("segmentation", "detection"))}
-    assert {"segmentation.weights", "detection.score_threshold", "qos_depth"} <= both
-    assert "weights" not in both
+    assert {"segmentation.model", "detection.score_threshold", "qos_depth"} <= both
+    assert "model" not in both
     seg_node = [s.name for s in params.node_specs(params.NODES["segmentation_node"])]
     assert seg_node == [s.name for s in (*params.NODE_PARAMS, *params.PREDICTOR_PARAMS,
                                          *params.TASK_PARAMS["segmentation"])]
-    assert {"autostart", "weights", "overlay_alpha"} <= set(seg_node)
+    assert {"autostart", "model", "overlay_alpha"} <= set(seg_node)
     assert "score_threshold" not in seg_node
 
 
@@ -324,13 +318,13 @@ def test_backend_candidates():
 
 
 def test_predictor_options_from_parameters():
-    values = {"weights": "", "backend": "auto", "device": "auto", "precision": "auto",
+    values = {"model": "fast", "backend": "auto", "device": "auto", "precision": "auto",
               "force_engine_rebuild": False, "network_height": 0, "network_width": 0,
               "aspect_policy": "resize", "roi_x": 0, "roi_y": 0, "roi_width": 0,
               "roi_height": 0}
     assert params.predictor_options(values.get) == {
-        "backend": "auto", "device": "auto", "weights": None, "precision": None}
-    values.update(weights="m.onnx", backend="tensorrt", device="cuda:2", precision="int8",
+        "backend": "auto", "device": "auto", "weights": "fast", "precision": None}
+    values.update(model="m.onnx", backend="tensorrt", device="cuda:2", precision="int8",
                   force_engine_rebuild=True)
     assert params.predictor_options(values.get) == {
         "backend": "tensorrt", "device": "cuda", "weights": "m.onnx", "precision": "int8",
