@@ -33,9 +33,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from fcn_perception.card import TASKS
 from fcn_perception.errors import ModelFileError
 
-TASKS = ("segmentation", "detection")
 INPUT_NAME = "image"
 OUTPUTS = {
     "segmentation": ("labels", "logits", "confidence"),

@@ -124,7 +124,7 @@ def segmentation_result(outputs: dict, input_hw: tuple[int, int], placement=None
     confidence 0 outside).  ``confidence``: also fill ``SegmentationResult.confidence``
     (from the ``confidence`` output, else from ``logits``).
     """
-    from fcn_perception.inference.geometry import UNSEEN_LABEL, resize_bilinear
+    from fcn_perception.inference.geometry import UNSEEN_LABEL, resize_bilinear, resize_nearest
 
     region_hw = tuple(input_hw) if placement is None else placement.region.hw
 
@@ -142,7 +142,7 @@ def segmentation_result(outputs: dict, input_hw: tuple[int, int], placement=None
         if labels.dtype != np.uint8:
             labels = labels.astype(np.uint8)
         if labels.shape != region_hw:
-            labels = resize_labels(labels, region_hw)
+            labels = resize_nearest(labels, region_hw)
         if confidence:
             if outputs.get("confidence") is None:
                 raise ValueError("the backend gave no 'confidence' output for this frame")
@@ -154,14 +154,6 @@ def segmentation_result(outputs: dict, input_hw: tuple[int, int], placement=None
     return SegmentationResult(
         labels=np.ascontiguousarray(labels),
         confidence=None if conf is None else np.ascontiguousarray(conf, np.float32))
-
-
-def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an ``(h, w)`` uint8 label map to ``size = (H, W)``."""
-    h, w = labels.shape
-    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
-    return labels[rows[:, None], cols[None, :]]
 
 
 def detection_result(outputs: dict, input_hw: tuple[int, int], net_hw: tuple[int, int],

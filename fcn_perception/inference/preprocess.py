@@ -154,11 +154,3 @@ def network_input_torch(image, spec: InputSpec, net_hw: tuple[int, int] | None =
     m = torch.as_tensor(spec.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1) * 255.0
     s = torch.as_tensor(spec.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1) * 255.0
     return ((x - m) / s).contiguous()
-
-
-def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of an ``(H, W, 3)`` uint8 image to ``size = (h, w)``."""
-    from PIL import Image
-
-    h, w = size
-    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
