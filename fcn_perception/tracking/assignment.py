@@ -66,8 +66,11 @@ def linear_assignment(cost: np.ndarray, threshold: float
     allowed = np.isfinite(cost) & (cost <= threshold)
     pairs = []
     for rows, cols in _blocks(allowed):
-        block = cost[np.ix_(rows, cols)]
-        ok = allowed[np.ix_(rows, cols)]
+        if len(rows) == 1 and len(cols) == 1:  # one allowed pair: nothing to solve
+            pairs.append(np.array([[rows[0], cols[0]]]))
+            continue
+        block = cost[rows[:, None], cols[None, :]]
+        ok = allowed[rows[:, None], cols[None, :]]
         # a disallowed pair costs more than any assignment of allowed ones
         big = (np.abs(block[ok]).max() * 2.0 + 1.0) * max(len(rows), len(cols))
         solved = np.where(ok, block, big)
@@ -80,8 +83,10 @@ def linear_assignment(cost: np.ndarray, threshold: float
         keep = ok[r, c]
         pairs.append(np.stack([rows[r[keep]], cols[c[keep]]], axis=1))
     matches = np.concatenate(pairs).astype(np.int64) if pairs else np.zeros((0, 2), np.int64)
-    return (matches, np.setdiff1d(np.arange(n), matches[:, 0]),
-            np.setdiff1d(np.arange(m), matches[:, 1]))
+    free_rows, free_cols = np.ones(n, bool), np.ones(m, bool)
+    free_rows[matches[:, 0]] = False
+    free_cols[matches[:, 1]] = False
+    return matches, np.flatnonzero(free_rows), np.flatnonzero(free_cols)
 
 
 def _blocks(allowed: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
