@@ -283,7 +283,7 @@ def run_benchmark(cameras=(1, 2, 4), backend: str = "onnxruntime-cpu", weights: 
     """Measure every camera count in both layouts; print and (optionally) write the
     Markdown table.  Returns the Markdown."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    params = {"backend": backend, "weights": weights, "no_frame_warning_s": 0.0}
+    params = {"backend": backend, "model": weights or "fast", "no_frame_warning_s": 0.0}
     load_before = load_average()
     started = time.strftime("%Y-%m-%d %H:%M")
     results = []

@@ -48,10 +48,19 @@ from pathlib import Path
 from fcn_perception.errors import WeightsError
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = {
-    "segmentation": PACKAGE_WEIGHTS / "fcn8s_efficientnet_lite0_camvid.safetensors",
-    "detection": PACKAGE_WEIGHTS / "rfcn_efficientnet_lite0_camvid.safetensors",
+#: the shipped models by name, per task: what the nodes' ``model`` parameter (and
+#: ``load_predictor(weights=...)``) accept besides a file (:func:`model_file`)
+MODELS = {
+    "segmentation": {
+        "fast": PACKAGE_WEIGHTS / "fcn8s_efficientnet_lite0_camvid.safetensors",
+        "accurate": PACKAGE_WEIGHTS / "fcn8s_efficientnet_lite1_camvid.safetensors",
+    },
+    "detection": {
+        "fast": PACKAGE_WEIGHTS / "rfcn_efficientnet_lite0_camvid.safetensors",
+    },
 }
+DEFAULT_MODEL = "fast"
+DEFAULT_WEIGHTS = {task: names[DEFAULT_MODEL] for task, names in MODELS.items()}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TASKS = ("segmentation", "detection")
@@ -125,6 +134,27 @@ def sha256_of(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_file(task: str, model: str | Path | None) -> Path:
+    """The weights file ``model`` names for ``task``: a name of :data:`MODELS` (None or
+    ``""``: :data:`DEFAULT_MODEL`), else a path.  A named model that is not installed, or a
+    name that is neither a model nor a file, is one :class:`WeightsError` line."""
+    names = MODELS[task]
+    model = DEFAULT_MODEL if model is None or str(model) == "" else model
+    if str(model) in names:
+        path = names[str(model)]
+        if not path.is_file():
+            installed = [n for n in names if names[n].is_file()]
+            fix = (f"use {' or '.join(installed)} or a weights file path" if installed
+                   else "give a weights file path")
+            raise WeightsError(f"model {model!r} ({task}) is {path}, which is not installed; {fix}")
+        return path
+    path = Path(model).expanduser()
+    if not path.suffix and not path.exists():
+        raise WeightsError(f"model {str(model)!r} is not a {task} model name "
+                           f"({', '.join(names)}) nor a file")
+    return path
 
 
 def card_path_for(weights: str | Path) -> Path:

@@ -67,8 +67,8 @@ BAG="$OUT/camvid_sample_bag"
 REC="$OUT/recorded_bag"
 START=$(date +%s)
 seg_args=(); det_args=(); eval_args=()
-[ -n "$SEG_WEIGHTS" ] && seg_args=(-p "weights:=$SEG_WEIGHTS") && eval_args+=(--seg-weights "$SEG_WEIGHTS")
-[ -n "$DET_WEIGHTS" ] && det_args=(-p "weights:=$DET_WEIGHTS") && eval_args+=(--det-weights "$DET_WEIGHTS")
+[ -n "$SEG_WEIGHTS" ] && seg_args=(-p "model:=$SEG_WEIGHTS") && eval_args+=(--seg-weights "$SEG_WEIGHTS")
+[ -n "$DET_WEIGHTS" ] && det_args=(-p "model:=$DET_WEIGHTS") && eval_args+=(--det-weights "$DET_WEIGHTS")
 
 PIDS=()
 cleanup() {

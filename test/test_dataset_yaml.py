@@ -253,7 +253,7 @@ def test_node_publishes_the_new_class_names(shipped, dataset_yaml, rclpy_context
     harness = Harness(rclpy_context)
     try:
         node = make_node(nodes.SegmentationNode, harness,
-                         {"weights": str(shipped), "backend": "torch-cpu"})
+                         {"model": str(shipped), "backend": "torch-cpu"})
         harness.subscribe("label_info", LabelInfo, qos.latched_qos())
         info = harness.wait(lambda: harness.received.get("label_info"), what="label_info")[0]
         assert [(c.class_id, c.class_name) for c in info.class_map] == list(enumerate(CLASSES))

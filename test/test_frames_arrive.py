@@ -131,7 +131,7 @@ def test_runtime_roi_outside_the_frame_is_rejected_when_set(harness, weights, fr
     from fcn_perception.ros import nodes
 
     node = make_node(nodes.SegmentationNode, harness,
-                     {"weights": str(weights["segmentation"]), "backend": "torch-cpu"})
+                     {"model": str(weights["segmentation"]), "backend": "torch-cpu"})
     harness.subscribe("segmentation/labels", Image)
     pub = harness.publisher("image", Image, QoSProfile(
         depth=10, reliability=ReliabilityPolicy.RELIABLE))
@@ -160,7 +160,7 @@ def test_auto_reliability_follows_the_publishers(harness, weights):
     from fcn_perception.ros import nodes
 
     node = make_node(nodes.SegmentationNode, harness,
-                     {"weights": str(weights["segmentation"]), "backend": "torch-cpu"})
+                     {"model": str(weights["segmentation"]), "backend": "torch-cpu"})
     camera = node._input.cameras[0]
     assert node.get_parameter("qos_reliability").value == "auto"
     reliable = harness.publisher("image", Image, QoSProfile(
@@ -172,7 +172,7 @@ def test_auto_reliability_follows_the_publishers(harness, weights):
     harness.wait(lambda: camera.reliability == "best_effort" and
                  best_effort.get_subscription_count() > 0, what="a best-effort subscription")
     fixed = make_node(nodes.SegmentationNode, harness, {
-        "weights": str(weights["segmentation"]), "backend": "torch-cpu",
+        "model": str(weights["segmentation"]), "backend": "torch-cpu",
         "qos_reliability": "reliable"}, cli_args=["--ros-args", "-r", "__node:=fixed"])
     assert fixed._input.cameras[0].reliability == "reliable" and fixed._input._qos_timer is None
 
@@ -223,7 +223,7 @@ def node_process(weights, profile: bool, monkeypatch):
     monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)} if profile else None
     proc = start_node("segmentation_node", [
-        "-p", f"weights:={weights['segmentation']}", "-p", "backend:=torch-cpu"], env)
+        "-p", f"model:={weights['segmentation']}", "-p", "backend:=torch-cpu"], env)
     return proc, OutputReader(proc, WAIT)
 
 

@@ -208,12 +208,14 @@ def test_onnx_file_as_weights_uses_embedded_card(seg_weights, seg_pair, tmp_path
 
 
 def test_default_weights_are_used_when_none_given(seg_weights, monkeypatch, tmp_path):
-    from fcn_perception.inference import predictor
+    from fcn_perception import card
 
-    monkeypatch.setitem(predictor.DEFAULT_WEIGHTS, "segmentation", tmp_path / "absent.safetensors")
-    with pytest.raises(WeightsError, match="default segmentation weights"):
+    absent = tmp_path / "absent.safetensors"
+    monkeypatch.setitem(card.MODELS["segmentation"], "fast", absent)
+    with pytest.raises(WeightsError, match=f"model 'fast' \\(segmentation\\) is {absent}, "
+                                           "which is not installed"):
         fcn_perception.load_predictor("segmentation")
-    monkeypatch.setitem(predictor.DEFAULT_WEIGHTS, "segmentation", seg_weights)
+    monkeypatch.setitem(card.MODELS["segmentation"], "fast", seg_weights)
     p = fcn_perception.load_predictor("segmentation", "torch-cpu")
     assert p.source == seg_weights
 

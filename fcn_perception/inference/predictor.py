@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn_perception.card import DEFAULT_WEIGHTS, RFCN_DEFAULTS, read_card
+from fcn_perception.card import RFCN_DEFAULTS, model_file, read_card
 from fcn_perception.errors import BackendUnavailable, ModelFileError, WeightsError
 from fcn_perception.inference.backends import Backend, candidates, unavailable_reason
 from fcn_perception.inference.calibration import DEFAULT_METHOD
@@ -41,17 +41,10 @@ ENGINE_OPTIONS = {"gpu", "profile", "calibration_images", "calibrator", "calibra
 
 
 def resolve_weights(task: str, weights: str | Path | None) -> tuple[str, Path]:
-    """``(kind, path)`` with kind ``"torch"``, ``"onnx"`` or ``"engine"``."""
+    """``(kind, path)`` with kind ``"torch"``, ``"onnx"`` or ``"engine"``; ``weights`` is a
+    file or a shipped model's name (:data:`fcn_perception.card.MODELS`; None: ``fast``)."""
     check_task(task)
-    if weights is None:
-        path = DEFAULT_WEIGHTS[task]
-        if not path.is_file():
-            raise WeightsError(
-                f"no weights given and the default {task} weights {path} are not installed; "
-                "pass weights=<.safetensors | .onnx | .engine file>"
-            )
-    else:
-        path = Path(weights).expanduser()
+    path = model_file(task, weights)
     suffix = path.suffix.lower()
     if suffix in TORCH_SUFFIXES:
         kind = "torch"
@@ -307,7 +300,8 @@ def load_predictor(task: str, backend: str = "auto", weights: str | Path | None 
             ``auto`` tries TensorRT, ONNX Runtime CUDA, torch CUDA, then ONNX Runtime CPU
             (torch CPU if onnxruntime is missing) and logs its choice; ``torch`` and
             ``onnxruntime`` try CUDA, then the CPU.
-        weights: model file; None uses the shipped default for ``task``.
+        weights: model file, or a shipped model's name (``fast``, ``accurate``:
+            :data:`fcn_perception.card.MODELS`); None: ``fast``.
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"`` (None: the backend's default:
             fp16 for TensorRT and torch CUDA, fp32 elsewhere).
         num_threads: CPU threads (default: the physical cores).

@@ -78,9 +78,9 @@ class TaskHead:
     def load(self) -> None:
         """Build the (warmed-up) predictor from the parameters."""
         if self.param("allow_modified_weights"):
-            from fcn_perception.weights_io import DEFAULT_WEIGHTS, allow_modified_weights
+            from fcn_perception.card import allow_modified_weights, model_file
 
-            allow_modified_weights(self.param("weights") or DEFAULT_WEIGHTS[self.task])
+            allow_modified_weights(model_file(self.task, self.param("model")))
         self.predictor = self.node.predictor_factory(self.task, **predictor_options(self.param))
         self.classes = [str(c) for c in self.predictor.classes]
         self.lut = drawing.palette_lut(self.predictor.palette, len(self.classes))

@@ -143,8 +143,9 @@ ASPECT_POLICIES = ("resize", "letterbox", "crop")
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 
 PREDICTOR_PARAMS = (
-    ParamSpec("weights", "", "model file: .safetensors/.pt (model card beside it), .onnx or "
-              "a TensorRT .engine; empty: the packaged default"),
+    ParamSpec("model", "fast", "which model: fast (EfficientNet-Lite0, the default), "
+              "accurate (segmentation: FCN-8s EfficientNet-Lite1, slower) or a model file: "
+              ".safetensors/.pt (model card beside it), .onnx or a TensorRT .engine"),
     ParamSpec("backend", "auto", "inference backend; auto: the first that starts of "
               "tensorrt, onnxruntime-cuda, torch-cuda, onnxruntime-cpu, torch-cpu",
               choices=backends.NAMES),
@@ -204,10 +205,10 @@ def backend_candidates(backend: str, device: str) -> list[str]:
 
 def predictor_options(param: Callable[[str], Any]) -> dict[str, Any]:
     """``load_predictor`` keyword arguments from a task's predictor parameters
-    (``param(name)`` gives the value of ``weights``, ``backend``, ...)."""
+    (``param(name)`` gives the value of ``model``, ``backend``, ...)."""
     kind, gpu = parse_device(param("device"))
     precision = param("precision")
-    options = {"backend": param("backend"), "device": kind, "weights": param("weights") or None,
+    options = {"backend": param("backend"), "device": kind, "weights": param("model"),
                "precision": None if precision == "auto" else precision}
     if gpu is not None:
         options["gpu"] = gpu
@@ -305,7 +306,7 @@ def task_specs(task: str, prefix: str = "") -> list[ParamSpec]:
 def node_specs(tasks: tuple[str, ...]) -> list[ParamSpec]:
     """Every parameter a node serving ``tasks`` declares.  With one task the task's
     parameters are unprefixed (``weights``); with several each is under its task name
-    (``segmentation.weights``, ``detection.score_threshold``)."""
+    (``segmentation.model``, ``detection.score_threshold``)."""
     specs = list(NODE_PARAMS)
     for task in tasks:
         specs += task_specs(task, prefix=task if len(tasks) > 1 else "")

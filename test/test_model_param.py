@@ -1,0 +1,61 @@
+"""The ``model`` parameter: ``fast`` (the default), ``accurate`` or a model file, resolved
+by the torch-free card module; a named model that is not installed is one clear line."""
+from __future__ import annotations
+
+import pytest
+
+import fcn_perception
+from fcn_perception import card
+from fcn_perception.errors import WeightsError
+
+LITE1 = "fcn8s_efficientnet_lite1_camvid.safetensors"
+
+
+def test_names_resolve_to_the_shipped_files(tmp_path):
+    assert card.model_file("segmentation", "fast") == card.DEFAULT_WEIGHTS["segmentation"]
+    assert card.model_file("segmentation", None) == card.model_file("segmentation", "")
+    assert card.model_file("detection", "fast").name == "rfcn_efficientnet_lite0_camvid.safetensors"
+    assert card.read_card(card.model_file("segmentation", "fast"))["architecture"]["backbone"] \
+        == "efficientnet_lite0"
+    assert card.MODELS["segmentation"]["accurate"].name == LITE1
+    own = tmp_path / "mine.onnx"
+    assert card.model_file("segmentation", str(own)) == own  # a file is taken as given
+    with pytest.raises(WeightsError, match=r"model 'accurate' is not a detection model name "
+                                           r"\(fast\) nor a file"):
+        card.model_file("detection", "accurate")
+    with pytest.raises(WeightsError, match="model 'quick' is not a segmentation model name"):
+        card.model_file("segmentation", "quick")
+
+
+def test_accurate_loads_or_names_the_missing_file():
+    path = card.MODELS["segmentation"]["accurate"]
+    if not path.is_file():
+        with pytest.raises(WeightsError) as info:
+            fcn_perception.load_predictor("segmentation", "torch-cpu", "accurate")
+        assert str(info.value) == (f"model 'accurate' (segmentation) is {path}, which is not "
+                                   "installed; use fast or a weights file path")
+    else:
+        p = fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", "accurate")
+        assert p.source == path and p.card["architecture"]["backbone"] == "efficientnet_lite1"
+
+
+def test_node_with_a_missing_named_model_stays_unconfigured(rclpy_context, monkeypatch,
+                                                            tmp_path):
+    """The node says which file is missing, in one line, and does not crash."""
+    from ros_harness import Harness, make_node
+
+    from fcn_perception.ros import nodes
+
+    absent = tmp_path / "weights" / LITE1
+    monkeypatch.setitem(card.MODELS["segmentation"], "accurate", absent)
+    harness = Harness(rclpy_context)
+    try:
+        node = make_node(nodes.SegmentationNode, harness,
+                         {"model": "accurate", "backend": "torch-cpu"})
+        assert node._state_machine.current_state[1] == "unconfigured"
+        assert node.configure_error == (
+            f"could not load the segmentation predictor: model 'accurate' (segmentation) is "
+            f"{absent}, which is not installed; use fast or a weights file path")
+        assert node.get_parameter("model").value == "accurate"
+    finally:
+        harness.close()
