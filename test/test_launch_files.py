@@ -17,7 +17,7 @@ from fcn_perception.ros.ros_args import flatten_params
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.xml"))
-SUBSCRIBED_TOPICS = {"image", "image/compressed"}
+SUBSCRIBED_TOPICS = {"image", "image/compressed", "depth", "camera_info"}
 #: parameters every rclpy node declares itself
 BUILTIN_PARAMS = {"use_sim_time"}
 SUBST = re.compile(r"\$\((\S+)\s*([^)]*)\)")
