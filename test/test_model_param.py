@@ -59,3 +59,25 @@ def test_node_with_a_missing_named_model_stays_unconfigured(rclpy_context, monke
         assert node.get_parameter("model").value == "accurate"
     finally:
         harness.close()
+
+
+LAUNCH_MODEL_ARGS = {
+    "segmentation.launch.xml": {"model": "model"},
+    "detection.launch.xml": {"model": "model"},
+    "perception.launch.xml": {"segmentation.model": "segmentation_model",
+                              "detection.model": "detection_model"},
+}
+
+
+def test_launch_files_pass_the_model_argument():
+    """``model:=...`` at launch reaches the node's parameter (default: fast)."""
+    from test_launch_files import LAUNCH_FILES, parse, resolve
+
+    assert {p.name for p in LAUNCH_FILES} == set(LAUNCH_MODEL_ARGS)
+    for path in LAUNCH_FILES:
+        for param, arg in LAUNCH_MODEL_ARGS[path.name].items():
+            assert parse(path)[1][arg] == "fast", (path.name, arg)
+            root, args = parse(path, {arg: "/robot/mine.onnx"})
+            values = {p.get("name"): resolve(p.get("value"), args)
+                      for p in root.iter("param") if p.get("name")}
+            assert values[param] == "/robot/mine.onnx", (path.name, values)
