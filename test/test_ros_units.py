@@ -285,7 +285,8 @@ def test_markdown_table_of_the_specs():
         s.name for t in params.TASK_PARAMS.values() for s in t]
     assert [r.split("`")[1] for r in rows[2:]] == names
     assert ("| `score_threshold` (detection) | float | `0.5` | [0.0, 1.0] | runtime | "
-            "detections scoring below are not published |") in rows
+            "detections scoring below are not published (with tracking, except those "
+            "continuing a confirmed track, down to track_low_threshold) |") in rows
     assert "| `classes` (detection) | string[] | `[]` |" in params.markdown_table()
     device = next(r for r in rows if r.startswith("| `device`"))
     assert device.count(" | ") == 5  # the pattern's | are escaped: still six cells
