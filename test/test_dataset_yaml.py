@@ -7,6 +7,7 @@ the new classes in LabelInfo.  Bad description files give one line naming file a
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -238,6 +239,21 @@ def test_trained_card_takes_classes_from_the_description(shipped, dataset_yaml):
     assert card["training"]["dataset"] == {"name": "warehouse", "file": str(dataset_yaml)}
     # it learned the synthetic classes (4 epochs reach about 0.97 pixel accuracy on val)
     assert card["metrics"]["val"]["pixel_accuracy"] > 0.9, card["metrics"]["val"]
+
+
+def test_evaluate_reads_the_description(shipped, dataset_yaml, tmp_path):
+    """``evaluate segmentation --dataset`` scores the shipped run as training scored it."""
+    from fcn_perception.card import read_card
+    from fcn_perception.cli import main
+
+    out = tmp_path / "val.json"
+    assert main(["evaluate", "segmentation", "--dataset", str(dataset_yaml), "--split", "val",
+                 "--weights", str(shipped), "--backend", "torch-cpu", "--json", str(out)]) == 0
+    scores = json.loads(out.read_text())
+    card = read_card(shipped)["metrics"]["val"]
+    assert scores["frames"] == 4 and list(scores["per_class_iou"]) == CLASSES
+    assert scores["pixel_accuracy"] == pytest.approx(card["pixel_accuracy"], abs=1e-3)
+    assert scores["mean_iou"] == pytest.approx(card["mean_iou"], abs=1e-3)
 
 
 def test_node_publishes_the_new_class_names(shipped, dataset_yaml, rclpy_context):

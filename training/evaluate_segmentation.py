@@ -2,6 +2,8 @@
 
     fcn-perception evaluate segmentation --data ../shared/camvid --split val.txt \
         --json out/val.json [--weights W.safetensors] [--backend torch]
+    fcn-perception evaluate segmentation --dataset my_data.yaml --split val \
+        --weights runs/mine/model.safetensors --json out/mine_val.json
 
 Prints and writes ``pixel_accuracy``, ``mean_accuracy``, ``mean_iou``, ``fw_iou`` and
 ``per_class_iou`` (fractions in [0, 1]), plus ``<json stem>_confusion.png`` and
@@ -14,12 +16,13 @@ import argparse
 import numpy as np
 from tqdm import tqdm
 
-from fcn_perception.evaluation.camvid import CamVid
+from fcn_perception.errors import DatasetError
 from fcn_perception.evaluation.segmentation import ConfusionMatrix, write_outputs
 from fcn_perception.inference.backends import NAMES as BACKEND_NAMES
+from fcn_perception.training.dataset_file import LabelledImages, dataset_from_args
 
 
-def evaluate_segmentation(predictor, dataset: CamVid, progress: bool = True):
+def evaluate_segmentation(predictor, dataset: LabelledImages, progress: bool = True):
     """Run ``predictor`` on every frame of ``dataset``; return (scores, ConfusionMatrix).
 
     Class names come from the predictor's model card; the dataset's labels must use the
@@ -44,9 +47,14 @@ def evaluate_segmentation(predictor, dataset: CamVid, progress: bool = True):
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder (SegNet layout)")
-    p.add_argument("--split", required=True, help="split file, e.g. val.txt")
-    p.add_argument("--weights", default=None, help="weights (default: the shipped FCN-8s)")
+    p.add_argument("--dataset", default=None, metavar="FILE.yaml",
+                   help="dataset description (default: CamVid at --data)")
+    p.add_argument("--data", default=None,
+                   help="CamVid folder; with --dataset: the data set's root folder")
+    p.add_argument("--split", required=True,
+                   help="a split of the description (val) or a list file (val.txt)")
+    p.add_argument("--weights", default=None,
+                   help="weights file or model name (default: fast, the shipped FCN-8s)")
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="inference backend (auto: the best available here)")
     p.add_argument("--json", required=True, help="metrics JSON to write")
@@ -56,7 +64,11 @@ def eval_main(args: argparse.Namespace) -> int:
     from fcn_perception import load_predictor
 
     predictor = load_predictor("segmentation", backend=args.backend, weights=args.weights)
-    dataset = CamVid(args.data, args.split, num_classes=len(predictor.classes))
+    dataset = dataset_from_args(args).open(args.split)
+    if list(dataset.classes) != list(predictor.classes):
+        raise DatasetError(f"the model's classes {list(predictor.classes)} are not those of "
+                           f"{dataset.description.source} {list(dataset.classes)}; evaluate "
+                           "on the data set the model was trained for")
     scores, conf = evaluate_segmentation(predictor, dataset)
     written = write_outputs(scores, conf, predictor.classes, predictor.palette, args.json)
     print(f"{len(dataset)} frames, backend {predictor.backend_name}")
