@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from fcn_perception.card import DEFAULT_WEIGHTS, read_card
-from fcn_perception.evaluation.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
+from fcn_perception.evaluation.boxes import BoxRule
 from fcn_perception.evaluation.detection import DetectionEvaluator
 from fcn_perception.evaluation.plots import plot_pr_curves
 from fcn_perception.inference.backends import NAMES as BACKEND_NAMES
@@ -109,11 +109,9 @@ def eval_main(args: argparse.Namespace) -> int:
                                precision=args.precision, device=args.device,
                                num_threads=args.threads or None)
     card = predictor.card
-    rule = card.get("box_derivation") or {}
-    source = open_detection_split(args.data, args.split, card["classes"],
-                                  int(rule.get("min_area", DEFAULT_MIN_AREA)),
-                                  int(rule.get("connectivity", DEFAULT_CONNECTIVITY)),
-                                  args.limit)
+    rule = BoxRule.from_card(card)  # the rule bag eval reads too
+    source = open_detection_split(args.data, args.split, card["classes"], rule.min_area,
+                                  rule.connectivity, args.limit)
     print(f"{len(source)} frames, backend {predictor.backend_name} ({predictor.precision})",
           file=sys.stderr)
     ev, ms = evaluate_detector(predictor, source)

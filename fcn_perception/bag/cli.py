@@ -125,31 +125,36 @@ def _tasks(text: str) -> set[str]:
 
 
 def eval_main(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from fcn_perception.bag.eval import evaluate_bag
     from fcn_perception.bag.read import Bag
 
     tasks = _tasks(args.tasks)
-    for path in (args.bag, args.predictions):  # fail on a bad bag before loading models
-        if path:
-            with Bag(path) as bag:
-                bag.verify()  # chunk CRCs: corrupted bytes are not scored silently
     weights = {"segmentation": args.seg_weights, "detection": args.det_weights}
-    kwargs = {}
-    if args.predictions:
-        from fcn_perception.card import DEFAULT_WEIGHTS, read_card
+    with ExitStack() as stack:
+        # each bag is opened once: checked here (chunk CRCs, so corrupted bytes are not
+        # scored silently; before the models load) and then scored
+        bag = stack.enter_context(Bag(args.bag))
+        bag.verify()
+        kwargs = {}
+        if args.predictions:
+            from fcn_perception.card import DEFAULT_WEIGHTS, read_card
 
-        for task in tasks:
-            kwargs[f"{task[:3]}_card"] = read_card(weights[task] or DEFAULT_WEIGHTS[task])
-    else:
-        from fcn_perception import load_predictor
+            kwargs["predictions"] = stack.enter_context(Bag(args.predictions))
+            kwargs["predictions"].verify()
+            for task in tasks:
+                kwargs[f"{task[:3]}_card"] = read_card(weights[task] or DEFAULT_WEIGHTS[task])
+        else:
+            from fcn_perception import load_predictor
 
-        for task, key in (("segmentation", "segmenter"), ("detection", "detector")):
-            if task in tasks:
-                kwargs[key] = load_predictor(task, backend=args.backend, weights=weights[task])
-    result = evaluate_bag(args.bag, args.json, args.report, predictions=args.predictions,
-                          image_topic=args.image_topic, label_topic=args.label_topic,
-                          output_bag=args.output_bag, samples=args.samples,
-                          progress=not args.quiet, **kwargs)
+            for task, key in (("segmentation", "segmenter"), ("detection", "detector")):
+                if task in tasks:
+                    kwargs[key] = load_predictor(task, backend=args.backend,
+                                                 weights=weights[task])
+        result = evaluate_bag(bag, args.json, args.report, image_topic=args.image_topic,
+                              label_topic=args.label_topic, output_bag=args.output_bag,
+                              samples=args.samples, progress=not args.quiet, **kwargs)
     print(summary_text(result))
     print(f"wrote {args.json}, {result['predictions_bag'] if not args.predictions else ''}"
           .rstrip(", "))

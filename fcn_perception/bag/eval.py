@@ -13,10 +13,15 @@ their boxes count as missed; ``segmentation_answered`` scores the answered frame
 
 In both modes the ground truth is the bag's label topic (``/camera/labels``), matched to
 the images by header stamp; detection targets are boxes derived from it by the rule in
-the detector's model card (:mod:`fcn_perception.evaluation.boxes`).
+the detector's model card (:class:`fcn_perception.evaluation.boxes.BoxRule`).
+
+Each bag is opened once (the CLI opens it, checks its CRCs and passes the open
+:class:`~fcn_perception.bag.read.Bag`); the metrics are computed first and written after
+(:func:`write_results`: the metrics JSON, the pictures and the report, nothing else).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -33,14 +38,14 @@ from fcn_perception.bag import typestore as T
 from fcn_perception.bag.read import Bag
 from fcn_perception.bag.report import write_report
 from fcn_perception.errors import BagError
-from fcn_perception.evaluation import boxes as B
-from fcn_perception.evaluation.camvid import CLASSES, PALETTE
+from fcn_perception.evaluation.boxes import BoxRule
+from fcn_perception.evaluation.camvid import PALETTE
 from fcn_perception.evaluation.detection import DetectionEvaluator
 from fcn_perception.evaluation.plots import plot_pr_curves
 from fcn_perception.evaluation.segmentation import (
     ConfusionMatrix,
+    draw_pictures,
     segmentation_scores,
-    write_outputs,
 )
 from fcn_perception.inference.results import DetectionResult
 
@@ -105,33 +110,6 @@ class FramePairer:
     def _frame(self, m, label) -> Frame:
         return Frame(m.index, m.stamp_ns, self.bag.decode_image(m), label,
                      m.msg.header.frame_id)
-
-
-@dataclass
-class BoxRule:
-    """How detection targets are derived from label maps (from the detector's card)."""
-
-    label_ids: tuple[int, ...]
-    min_area: int
-    connectivity: int
-
-    @classmethod
-    def from_card(cls, card: dict | None) -> BoxRule:
-        """The card's ``box_derivation`` (as ``evaluate detection`` reads it); label ids
-        from it, else the card's class names looked up in CamVid's classes."""
-        card = card or {}
-        rule = card.get("box_derivation") or {}
-        ids = rule.get("label_ids")
-        if ids is None:
-            names = card.get("classes") or []
-            ids = ([CLASSES.index(n) for n in names] if names and set(names) <= set(CLASSES)
-                   else B.DEFAULT_CLASS_IDS)
-        return cls(tuple(int(i) for i in ids),
-                   int(rule.get("min_area", B.DEFAULT_MIN_AREA)),
-                   int(rule.get("connectivity", B.DEFAULT_CONNECTIVITY)))
-
-    def derive(self, label: np.ndarray):
-        return B.derive_boxes(label, self.label_ids, self.min_area, self.connectivity)
 
 
 @dataclass
@@ -234,7 +212,13 @@ class Tasks:
                    BoxRule.from_card(det_card) if det_classes else None)
 
 
-def evaluate_bag(bag_path: str | Path, json_path: str | Path, report_dir: str | Path, *,
+def _opened(bag: str | Path | Bag):
+    """``bag`` itself when it is an open :class:`Bag` (the caller closes it), else the
+    bag at that path, opened here."""
+    return contextlib.nullcontext(bag) if isinstance(bag, Bag) else Bag(bag)
+
+
+def evaluate_bag(bag_path: str | Path | Bag, json_path: str | Path, report_dir: str | Path, *,
                  segmenter=None, detector=None, seg_card: dict | None = None,
                  det_card: dict | None = None, predictions: str | Path | None = None,
                  image_topic: str | None = None, label_topic: str | None = None,
@@ -242,7 +226,8 @@ def evaluate_bag(bag_path: str | Path, json_path: str | Path, report_dir: str | 
                  progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Score a bag: :func:`evaluate_live` with ``predictions`` (a recorded bag and the
     cards of the models the nodes ran), else :func:`evaluate_offline` with
-    ``segmenter``/``detector``.  Returns the metrics dict written to ``json_path``."""
+    ``segmenter``/``detector``.  ``bag_path`` and ``predictions`` may be open bags.
+    Returns the metrics dict written to ``json_path``."""
     common = dict(image_topic=image_topic, label_topic=label_topic, samples=samples,
                   progress=progress)
     if predictions is None:
@@ -252,7 +237,7 @@ def evaluate_bag(bag_path: str | Path, json_path: str | Path, report_dir: str | 
                          log=log, **common)
 
 
-def evaluate_offline(bag_path: str | Path, json_path: str | Path, report_dir: str | Path,
+def evaluate_offline(bag_path: str | Path | Bag, json_path: str | Path, report_dir: str | Path,
                      segmenter=None, detector=None, *, image_topic: str | None = None,
                      label_topic: str | None = None, output_bag: str | Path | None = None,
                      samples: int = 4, progress: bool = True) -> dict:
@@ -267,7 +252,7 @@ def evaluate_offline(bag_path: str | Path, json_path: str | Path, report_dir: st
     if output_bag is None:
         output_bag = report_dir / "predictions_bag"
         shutil.rmtree(output_bag, ignore_errors=True)
-    with Bag(bag_path) as bag:
+    with _opened(bag_path) as bag:
         image_topic, label_topic = bag.image_topic(image_topic), bag.label_topic(label_topic)
         with PredictionWriter(output_bag, segmenter is not None, detector is not None) as out:
             def predict(frame: Frame) -> Prediction:
@@ -277,15 +262,15 @@ def evaluate_offline(bag_path: str | Path, json_path: str | Path, report_dir: st
 
             scored = score_frames(bag, image_topic, label_topic, tasks, predict, samples,
                                   progress)
-    result = _result(bag_path, "offline", image_topic, label_topic, scored, tasks, report_dir)
+    result = _result(bag.path, "offline", image_topic, label_topic, scored, tasks)
     result["latency_kind"] = "predictor call (preprocess + model + postprocess)"
     result["models"] = _models(tasks, segmenter and segmenter.card, detector and detector.card,
                                {"segmentation": segmenter, "detection": detector})
     result["predictions_bag"] = str(output_bag)
-    return _write(result, json_path, report_dir, scored.scorer, tasks.palette)
+    return write_results(result, json_path, report_dir, scored.scorer, tasks)
 
 
-def evaluate_live(bag_path: str | Path, predictions: str | Path, json_path: str | Path,
+def evaluate_live(bag_path: str | Path | Bag, predictions: str | Path | Bag, json_path: str | Path,
                   report_dir: str | Path, seg_card: dict | None = None,
                   det_card: dict | None = None, *, image_topic: str | None = None,
                   label_topic: str | None = None, samples: int = 4, progress: bool = True,
@@ -295,7 +280,7 @@ def evaluate_live(bag_path: str | Path, predictions: str | Path, json_path: str 
     and the box rule); write ``json_path`` and the report in ``report_dir``."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    with Bag(bag_path) as bag:
+    with _opened(bag_path) as bag:
         image_topic, label_topic = bag.image_topic(image_topic), bag.label_topic(label_topic)
         recorded = RecordedPredictions(predictions, bag, image_topic,
                                        want_seg=bool((seg_card or {}).get("classes")),
@@ -304,18 +289,18 @@ def evaluate_live(bag_path: str | Path, predictions: str | Path, json_path: str 
                                  det_card if recorded.det_topic else None)
         scored = score_frames(bag, image_topic, label_topic, tasks, recorded.lookup, samples,
                               progress)
-    result = _result(bag_path, "live", image_topic, label_topic, scored, tasks, report_dir)
+    result = _result(bag.path, "live", image_topic, label_topic, scored, tasks)
     if tasks.seg_classes:
         answered = scored.scorer.conf.scores(tasks.seg_classes)
         answered["frames"] = scored.scorer.frames - scored.scorer.seg_dropped
         result["segmentation_answered"] = answered
     result["latency_kind"] = "end to end: output received - input received by the recorder"
     result["models"] = _models(tasks, seg_card, det_card, {})
-    result["predictions_bag"] = str(predictions)
+    result["predictions_bag"] = str(recorded.path)
     result["prediction_topics"] = {"segmentation": recorded.seg_topic,
                                    "detection": recorded.det_topic}
     result["unmatched_predictions"] = recorded.unmatched()
-    return _write(result, json_path, report_dir, scored.scorer, tasks.palette)
+    return write_results(result, json_path, report_dir, scored.scorer, tasks)
 
 
 @dataclass
@@ -345,8 +330,8 @@ def score_frames(bag: Bag, image_topic: str, label_topic: str, tasks: Tasks,
 
 
 def _result(bag_path, mode: str, image_topic: str, label_topic: str, scored: Scored,
-            tasks: Tasks, report_dir: Path) -> dict:
-    """The metrics both modes report; writes the segmentation JSON and the pictures."""
+            tasks: Tasks) -> dict:
+    """The metrics both modes report (computed only: :func:`write_results` writes)."""
     scorer, pairer = scored.scorer, scored.pairer
     frames = {"images": scorer.frames + scorer.without_gt, "scored": scorer.frames,
               "without_ground_truth": scorer.without_gt,
@@ -359,20 +344,15 @@ def _result(bag_path, mode: str, image_topic: str, label_topic: str, scored: Sco
         seg_scores["frames"] = scorer.frames
         lat = scorer.latency["segmentation"]
         seg_scores["latency_ms_p50"] = float(np.percentile(lat, 50)) if lat else 0.0
-        # evaluate segmentation's own writer, so the keys are the same; the confusion
-        # matrix (and its picture) covers the answered frames
-        result["segmentation"] = write_outputs(seg_scores, scorer.conf, tasks.seg_classes,
-                                               tasks.palette, report_dir / "segmentation.json")
+        # the confusion matrix covers the answered frames
+        result["segmentation"] = {**seg_scores,
+                                  "confusion_matrix": scorer.conf.matrix.tolist()}
         frames["segmentation_answered"] = scorer.frames - scorer.seg_dropped
         frames["segmentation_dropped"] = scorer.seg_dropped
         frames["segmentation_missed_pixels"] = int(scorer.missed.sum())
     if tasks.det_classes:
         result["detection"] = scorer.detection()
-        plot_pr_curves(scorer.det_eval, report_dir / "detection_pr.png",
-                       palette=[tasks.palette[i] for i in tasks.box_rule.label_ids])
-        rule = tasks.box_rule
-        result["detection"]["box_rule"] = B.derivation_rule(
-            tasks.det_classes, rule.label_ids, rule.min_area, rule.connectivity)
+        result["detection"]["box_rule"] = tasks.box_rule.record(tasks.det_classes)
         frames["detection_answered"] = scorer.frames - scorer.det_dropped
         frames["detection_dropped"] = scorer.det_dropped
     result["frames"] = frames
@@ -391,14 +371,22 @@ def _models(tasks: Tasks, seg_card: dict | None, det_card: dict | None,
             for task, (card, on) in cards.items() if on}
 
 
-def _write(result: dict, json_path, report_dir: Path, scorer: Scorer, palette) -> dict:
+def write_results(result: dict, json_path, report_dir: Path, scorer: Scorer,
+                  tasks: Tasks) -> dict:
+    """Draw the pictures (IoU bars, confusion matrix, PR curves) into ``report_dir``, write
+    the HTML report there and the metrics to ``json_path``; return ``result`` with the
+    pictures' and the report's paths."""
     pictures = {}
     if "segmentation" in result:
-        pictures["iou"] = result["segmentation"]["iou_png"]
-        pictures["confusion"] = result["segmentation"]["confusion_png"]
+        seg = result["segmentation"]
+        seg.update(draw_pictures(seg, scorer.conf.matrix, tasks.seg_classes, tasks.palette,
+                                 report_dir / "segmentation"))
+        pictures["iou"], pictures["confusion"] = seg["iou_png"], seg["confusion_png"]
     if "detection" in result:
-        pictures["pr"] = report_dir / "detection_pr.png"
-    result["report"] = str(write_report(report_dir, result, scorer, palette, pictures))
+        pictures["pr"] = plot_pr_curves(
+            scorer.det_eval, report_dir / "detection_pr.png",
+            palette=[tasks.palette[i] for i in tasks.box_rule.label_ids])
+    result["report"] = str(write_report(report_dir, result, scorer, tasks.palette, pictures))
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -476,7 +464,8 @@ class RecordedPredictions:
         self.seg: dict[int, tuple[bytes, tuple[int, int], int]] = {}
         self.det: dict[int, tuple[tuple, int]] = {}
         self.inputs: dict[int, int] = {}
-        with Bag(path) as rec:
+        with _opened(path) as rec:
+            self.path = rec.path
             self.seg_topic = _pick(rec, "segmentation/labels", T.IMAGE) if want_seg else None
             self.det_topic = (_pick(rec, "detections", T.DETECTION_2D_ARRAY)
                               if want_det else None)

@@ -19,6 +19,7 @@ so of every score computed on it):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -134,3 +135,39 @@ def derivation_rule(class_names: Sequence[str], class_ids: Sequence[int], min_ar
         "connectivity": int(connectivity),
         "box": "tight box around component pixels, x2/y2 exclusive (pixel edges)",
     }
+
+
+@dataclass
+class BoxRule:
+    """How detection targets are derived from label maps: the detector card's
+    ``box_derivation`` (the one parser of it: bag eval and ``evaluate detection`` both
+    read it here)."""
+
+    label_ids: tuple[int, ...]
+    min_area: int
+    connectivity: int
+
+    @classmethod
+    def from_card(cls, card: dict | None) -> BoxRule:
+        """The card's ``box_derivation``; label ids from it, else the card's class names
+        looked up in CamVid's classes (a card without a rule: CamVid's defaults)."""
+        card = card or {}
+        rule = card.get("box_derivation") or {}
+        ids = rule.get("label_ids")
+        if ids is None:
+            from fcn_perception.evaluation.camvid import CLASSES
+
+            names = card.get("classes") or []
+            ids = ([CLASSES.index(n) for n in names] if names and set(names) <= set(CLASSES)
+                   else DEFAULT_CLASS_IDS)
+        return cls(tuple(int(i) for i in ids),
+                   int(rule.get("min_area", DEFAULT_MIN_AREA)),
+                   int(rule.get("connectivity", DEFAULT_CONNECTIVITY)))
+
+    def derive(self, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(boxes (N, 4) float32, labels (N,) int64)`` of a label map."""
+        return derive_boxes(label, self.label_ids, self.min_area, self.connectivity)
+
+    def record(self, class_names: Sequence[str]) -> dict:
+        """The rule as model cards and evaluation JSON record it."""
+        return derivation_rule(class_names, self.label_ids, self.min_area, self.connectivity)

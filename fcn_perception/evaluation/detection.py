@@ -1,7 +1,8 @@
-"""Detection metrics: COCO-style average precision, at IoU 0.5 and over 0.5:0.95.
+"""Detection metrics: COCO average precision, at IoU 0.5 and over 0.5:0.95, computed by
+pycocotools (``COCOeval``, ``iouType="bbox"``, one area range, at most ``max_dets``
+detections per image and class).
 
-For each class and IoU threshold ``t`` (the COCO procedure, ``iouType="bbox"``, one
-area range, at most ``max_dets`` detections per image and class):
+The procedure, for each class and IoU threshold ``t``:
 
 1. per image, detections are taken in descending score order; each is matched to the
    unmatched ground-truth box of its class with the highest IoU, if that IoU >= ``t``
@@ -40,46 +41,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _match(det_boxes, gt_boxes, thresholds) -> np.ndarray:
-    """``(T, D)`` true-positive flags for score-sorted detections of one image and class."""
-    tp = np.zeros((len(thresholds), len(det_boxes)), dtype=bool)
-    if len(det_boxes) == 0 or len(gt_boxes) == 0:
-        return tp
-    iou = box_iou(det_boxes, gt_boxes)
-    for ti, t in enumerate(thresholds):
-        taken = np.zeros(len(gt_boxes), dtype=bool)
-        for d in range(len(det_boxes)):
-            cand = np.where(taken, -1.0, iou[d])
-            g = int(np.argmax(cand))
-            if cand[g] >= t - 1e-10:  # COCO compares with min(t, 1 - 1e-10)
-                taken[g] = True
-                tp[ti, d] = True
-    return tp
-
-
-def precision_recall(scores: np.ndarray, tp: np.ndarray, num_gt: int):
-    """Cumulative precision and recall for detections with ``scores`` and TP flags."""
-    order = np.argsort(-scores, kind="mergesort")
-    tp = tp[order].astype(np.float64)
-    ctp = np.cumsum(tp)
-    cfp = np.cumsum(1.0 - tp)
-    recall = ctp / max(num_gt, 1)
-    precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
-    return precision, recall
-
-
-def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
-    """101-point interpolated AP (COCO)."""
-    if len(precision) == 0:
-        return 0.0
-    p = np.maximum.accumulate(precision[::-1])[::-1]
-    idx = np.searchsorted(recall, RECALL_POINTS, side="left")
-    vals = np.where(idx < len(p), p[np.minimum(idx, len(p) - 1)], 0.0)
-    return float(vals.mean())
-
-
 class DetectionEvaluator:
-    """Accumulate per-image detections and ground truth; :meth:`summary` gives the APs.
+    """Accumulate per-image detections and ground truth; :meth:`summary` gives the APs
+    (pycocotools' ``COCOeval`` on them, run once and kept until the next :meth:`add`).
 
     Args:
         class_names: detection class names (labels are indices into it).
@@ -89,45 +53,81 @@ class DetectionEvaluator:
     def __init__(self, class_names: Sequence[str], max_dets: int = 100) -> None:
         self.class_names = list(class_names)
         self.max_dets = max_dets
-        k = len(self.class_names)
-        self.scores = [[] for _ in range(k)]
-        self.tp = [[] for _ in range(k)]
-        self.num_gt = np.zeros(k, dtype=np.int64)
+        self.num_gt = np.zeros(len(self.class_names), dtype=np.int64)
         self.images = 0
+        self._gt: list[dict] = []
+        self._dt: list[dict] = []
+        self._precision: np.ndarray | None = None  # (T, R, K), -1 where no ground truth
 
     def add(self, det_boxes, det_scores, det_labels, gt_boxes, gt_labels) -> None:
+        """One image: ``(N, 4)`` x1 y1 x2 y2 detections with scores and class indices,
+        and its ground-truth boxes and class indices."""
         det_boxes = np.asarray(det_boxes, np.float64).reshape(-1, 4)
         det_scores = np.asarray(det_scores, np.float64).reshape(-1)
         det_labels = np.asarray(det_labels, np.int64).reshape(-1)
         gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
         gt_labels = np.asarray(gt_labels, np.int64).reshape(-1)
         self.images += 1
-        for c in range(len(self.class_names)):
-            g = gt_boxes[gt_labels == c]
-            self.num_gt[c] += len(g)
-            m = det_labels == c
-            order = np.argsort(-det_scores[m], kind="mergesort")[: self.max_dets]
-            d, s = det_boxes[m][order], det_scores[m][order]
-            self.scores[c].append(s)
-            self.tp[c].append(_match(d, g, IOU_THRESHOLDS))
+        image = self.images
+        self.num_gt += np.bincount(gt_labels[(gt_labels >= 0)
+                                             & (gt_labels < len(self.class_names))],
+                                   minlength=len(self.class_names))
+        for (x1, y1, x2, y2), c in zip(gt_boxes.tolist(), gt_labels.tolist()):
+            w, h = x2 - x1, y2 - y1
+            self._gt.append({"id": len(self._gt) + 1, "image_id": image,
+                             "category_id": int(c) + 1, "bbox": [x1, y1, w, h],
+                             "area": w * h, "iscrowd": 0})
+        for (x1, y1, x2, y2), score, c in zip(det_boxes.tolist(), det_scores.tolist(),
+                                             det_labels.tolist()):
+            if 0 <= c < len(self.class_names):
+                self._dt.append({"image_id": image, "category_id": int(c) + 1,
+                                 "score": score, "bbox": [x1, y1, x2 - x1, y2 - y1]})
+        self._precision = None
+
+    def _evaluate(self) -> np.ndarray:
+        """``(T, R, K)`` interpolated precision at :data:`IOU_THRESHOLDS` x
+        :data:`RECALL_POINTS` x classes (pycocotools ``eval["precision"]``)."""
+        if self._precision is not None:
+            return self._precision
+        k = len(self.class_names)
+        precision = np.zeros((len(IOU_THRESHOLDS), len(RECALL_POINTS), k))
+        precision[:, :, self.num_gt == 0] = -1.0
+        if self._dt and self._gt:  # loadRes refuses an empty list; no detections: AP 0
+            import contextlib
+            import io
+
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints
+                gt = COCO()
+                gt.dataset = {"images": [{"id": i + 1} for i in range(self.images)],
+                              "annotations": self._gt,
+                              "categories": [{"id": c + 1, "name": n}
+                                             for c, n in enumerate(self.class_names)]}
+                gt.createIndex()
+                ev = COCOeval(gt, gt.loadRes(self._dt), "bbox")
+                ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]
+                ev.params.maxDets = [self.max_dets]
+                ev.params.iouThrs, ev.params.recThrs = IOU_THRESHOLDS, RECALL_POINTS
+                ev.params.catIds = list(range(1, k + 1))
+                ev.evaluate()
+                ev.accumulate()
+            precision = ev.eval["precision"][:, :, :, 0, 0]
+        self._precision = precision
+        return precision
 
     def curves(self, c: int, threshold_index: int = 0):
-        """Precision and recall of class ``c`` at ``IOU_THRESHOLDS[threshold_index]``."""
-        scores = np.concatenate(self.scores[c]) if self.scores[c] else np.zeros(0)
-        tp = np.concatenate([t[threshold_index] for t in self.tp[c]]) if self.tp[c] \
-            else np.zeros(0, bool)
-        return precision_recall(scores, tp, int(self.num_gt[c]))
+        """``(precision, recall)`` of class ``c`` at ``IOU_THRESHOLDS[threshold_index]``:
+        the interpolated (monotone) precision at the 101 :data:`RECALL_POINTS`."""
+        return np.clip(self._evaluate()[threshold_index, :, c], 0.0, None), RECALL_POINTS
 
     def summary(self) -> dict:
         """``map50``, ``map``, ``per_class_ap`` (at 0.5), ``per_class_ap_coco``
         (0.5:0.95), ``num_gt`` per class and ``images`` -- fractions in ``[0, 1]``."""
-        k = len(self.class_names)
-        ap = np.full((k, len(IOU_THRESHOLDS)), np.nan)
-        for c in range(k):
-            if self.num_gt[c] == 0:
-                continue
-            for ti in range(len(IOU_THRESHOLDS)):
-                ap[c, ti] = interpolated_ap(*self.curves(c, ti))
+        precision = self._evaluate()
+        ap = precision.mean(axis=1).T  # (K, T)
+        ap[self.num_gt == 0] = np.nan
         present = ~np.isnan(ap[:, 0])
 
         def mean(v):
@@ -143,4 +143,3 @@ class DetectionEvaluator:
             "num_gt": {n: int(self.num_gt[c]) for c, n in enumerate(self.class_names)},
             "images": int(self.images),
         }
-

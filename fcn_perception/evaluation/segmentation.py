@@ -81,17 +81,22 @@ def segmentation_scores(matrix: np.ndarray, class_names=None) -> dict:
     }
 
 
+def draw_pictures(scores: dict, matrix, classes, palette, stem) -> dict:
+    """The confusion matrix and the per-class IoU bars as ``<stem>_confusion.png`` and
+    ``<stem>_iou.png``; returns ``{"confusion_png": path, "iou_png": path}``."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    return {"confusion_png": str(plot_confusion(np.asarray(matrix), classes,
+                                                f"{stem}_confusion.png")),
+            "iou_png": str(plot_iou_bars(scores["per_class_iou"], f"{stem}_iou.png",
+                                         palette=[tuple(c) for c in palette]))}
+
+
 def write_outputs(scores: dict, conf: ConfusionMatrix, classes, palette, json_path) -> dict:
-    """Write the metrics JSON and the two pictures beside it (``confusion_png``,
-    ``iou_png``); return what the JSON holds."""
+    """Write the metrics JSON and the two pictures beside it (:func:`draw_pictures`);
+    return what the JSON holds."""
     json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    stem = json_path.with_suffix("")
-    record = {
-        **scores, "confusion_matrix": conf.matrix.tolist(),
-        "confusion_png": str(plot_confusion(conf.matrix, classes, f"{stem}_confusion.png")),
-        "iou_png": str(plot_iou_bars(scores["per_class_iou"], f"{stem}_iou.png",
-                                     palette=[tuple(c) for c in palette])),
-    }
+    record = {**scores, "confusion_matrix": conf.matrix.tolist(),
+              **draw_pictures(scores, conf.matrix, classes, palette, json_path.with_suffix(""))}
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     return record
