@@ -18,26 +18,19 @@ from fcn_perception.inference.results import DetectionResult
 
 def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
                   iou_threshold: float) -> np.ndarray:
-    """Indices kept by greedy per-class NMS, in descending score order."""
+    """Indices kept by greedy per-class NMS (IoU above ``iou_threshold`` suppresses), in
+    descending score order: OpenCV's ``dnn.NMSBoxesBatched``, numpy and OpenCV only, so
+    an ONNX Runtime node needs no torch."""
+    import cv2
+
     if len(scores) == 0:
         return np.zeros(0, np.int64)
-    boxes = np.asarray(boxes, np.float64)
-    # offset each class far apart so one pass never suppresses across classes
-    offset = (boxes.max() + 1.0) * np.asarray(class_ids, np.float64)[:, None]
-    b = boxes + offset
-    x1, y1, x2, y2 = b.T
-    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = w * h
-        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, np.int64)
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    xywh = np.column_stack([b[:, :2], b[:, 2:] - b[:, :2]])
+    keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), np.asarray(scores, np.float32).tolist(),
+                                   np.asarray(class_ids, np.int64).tolist(),
+                                   -1.0, float(iou_threshold))  # -1: no score cut here
+    return np.asarray(keep, np.int64).reshape(-1)
 
 
 def filter_detections(result: DetectionResult, *, score_threshold: float = 0.0,
