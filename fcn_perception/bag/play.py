@@ -37,13 +37,15 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False,
              reliability: str = "reliable", wait_for_subscribers: int = 0,
              wait_topic: str | None = None, wait_timeout: float = 60.0, delay: float = 0.0,
              max_loops: int | None = None, log: Callable[[str], None] = print,
-             node_name: str = "fcn_bag_player") -> PlayStats:
+             node_name: str = "fcn_bag_player", ack_timeout: float = 10.0) -> PlayStats:
     """Publish ``path`` (all topics, or ``topics``) until done (or forever with ``loop``).
 
     ``remap`` renames topics (bag name -> live name).  ``wait_for_subscribers`` waits
     (at most ``wait_timeout`` s) until ``wait_topic`` (default: the camera topic) has
     that many subscribers; ``delay`` then waits a little longer for discovery to settle
-    on the subscribers' side.  Stops cleanly on Ctrl-C.
+    on the subscribers' side.  With reliable QoS it waits (at most ``ack_timeout`` s)
+    until every subscriber has acknowledged the last messages before it goes.  Stops
+    cleanly on Ctrl-C.
     """
     if rate <= 0:
         raise BagError(f"--rate must be positive, got {rate}")
@@ -89,12 +91,26 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False,
                 if not loop or (max_loops is not None and stats.loops >= max_loops):
                     break
             stats.seconds = time.monotonic() - t_start
+            if reliability == "reliable":
+                _wait_for_acks(pubs, ack_timeout, log)
         except KeyboardInterrupt:
             log("bag play: interrupted")
         finally:
             node.destroy_node()
             context.try_shutdown()
     return stats
+
+
+def _wait_for_acks(pubs: dict, timeout: float, log) -> None:
+    """Reliable subscribers get every message before the player goes: a copy lost in
+    transit (a large frame split into UDP fragments) is re-sent only while the publisher
+    exists, so destroying it right after the last publish would lose the last frame."""
+    from rclpy.duration import Duration
+
+    for topic, pub in pubs.items():
+        if not pub.wait_for_all_acked(Duration(seconds=timeout)):
+            log(f"bag play: {topic}: not every reliable subscriber acknowledged the last "
+                f"messages within {timeout:.0f} s")
 
 
 def _wait_for_subscribers(node, pub, count: int, timeout: float, topic: str, log) -> None:
