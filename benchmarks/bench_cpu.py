@@ -10,8 +10,9 @@ Rows (360x480 CamVid val frame, fp32):
 * ours: the whole Predictor call (``load_predictor(task, backend="onnxruntime-cpu")``:
   preprocess + ONNX Runtime + postprocess), FCN-8s EfficientNet-Lite0 and R-FCN
   EfficientNet-Lite0 (the shipped weights);
-* the torchvision segmentation peers lraspp_mobilenet_v3_large,
-  deeplabv3_mobilenet_v3_large and fcn_resnet50, exported to ONNX with the argmax in
+* the torchvision segmentation peers lraspp_mobilenet_v3_large and
+  deeplabv3_mobilenet_v3_large (``--peers`` takes others, e.g. fcn_resnet50: about 20
+  times ours, too slow to time often on two cores), exported to ONNX with the argmax in
   the graph (labels out, like ours), fed by our preprocessing (the same lookup-table
   normalisation); untrained weights: timing does not depend on them;
 * the detection peer, Faster R-CNN FPN EfficientNet-Lite0 (training/fasterrcnn_peer.py;
@@ -42,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, camvid_frames, cpu_line, load_average  # noqa: E402
 
-SEG_PEERS = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "fcn_resnet50")
+SEG_PEERS = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large")
 DET_PEER = "Faster R-CNN FPN EfficientNet-Lite0"
 
 
