@@ -53,7 +53,7 @@ demo: setup
 	@if [ -f $(ROOT)/scripts/demo.sh ]; then \
 	  cd $(ROOT) && $(IN_VENV) bash scripts/demo.sh $(ARGS); \
 	else \
-	  echo "make demo: scripts/demo.sh does not exist yet (the demo is not written)" >&2; exit 1; \
+	  echo "make demo: scripts/demo.sh is missing from this checkout (restore it: git checkout scripts/demo.sh)" >&2; exit 1; \
 	fi
 
 lint: setup
