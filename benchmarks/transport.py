@@ -198,10 +198,9 @@ def run_row(listener: Listener, node_pid: int, size: str, rate: float, cameras: 
             qos: str, profile: bool, seconds: float) -> dict:
     count = max(2, int(round(rate * seconds)))
     before = [listener.counters(c + 1) for c in range(cameras)]
-    cam = start_camera(TOPICS[:cameras], size, rate, count, qos, profile)
+    cam = start_camera(TOPICS[:cameras], size, rate, count, qos, profile, bracket=True)
     assert cam.stdout.readline().strip() == "ready"
     time.sleep(2.5)  # the node's auto QoS follows the camera's (rechecked every second)
-    t0 = time.monotonic()
     peak = [rss_mb(node_pid)]
     cam.stdin.write("go\n")
     cam.stdin.flush()
@@ -215,6 +214,7 @@ def run_row(listener: Listener, node_pid: int, size: str, rate: float, cameras: 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     result = json.loads(cam.stdout.readline())
+    t_end = time.monotonic()  # from here the 10 s loss window holds this row's frames only
     cam.wait(30)
     time.sleep(3.0)  # the last answers and one more diagnostics report
     done.set()
@@ -224,7 +224,8 @@ def run_row(listener: Listener, node_pid: int, size: str, rate: float, cameras: 
     with listener.lock:
         answered = [{s: t for s, t in listener.answers[TOPICS[c]].items() if s in stamps}
                     for c in range(cameras)]
-        warned = any(level == 1 and t >= t0 for t, level, _ in listener.levels)
+        warned = any(level == 1 and t >= t_end and "lost before the node" in text
+                     for t, level, text in listener.levels)
     latencies = [1e3 * (t - s / 1e9) for a in answered for s, t in a.items()]
     p50, p95 = (np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2)
     return {"size": size, "rate": rate, "cameras": cameras, "qos": qos,
@@ -291,8 +292,11 @@ def markdown(results: list[dict], header: dict) -> str:
              f"- {header['seconds']:g} s of frames per row; profile = config/fastdds.xml loaded "
              "by the camera and the node (FASTDDS_DEFAULT_PROFILES_FILE); the listener "
              "(labels, diagnostics) always loads it and subscribes reliably",
-             "- received: the node's frames_received; answered: labels received; lost (diag):"
-             " the node's frames_lost_upstream; WARN: a diagnostics WARN during the row",
+             "- sent: the camera's frames, each row bracketed by a 16x16 frame per camera "
+             "(a small frame always arrives, so the node can count every large one lost "
+             "between); received: the node's frames_received; answered: labels received; "
+             "lost (diag): the node's frames_lost_upstream; WARN: diagnostics WARN naming "
+             "frames lost before the node at the end of the row (its last 10 s)",
              "", "| frame | rate (Hz) | cameras | camera QoS | profile | sent | received | "
              "answered | lost (diag) | WARN | latency p50 (ms) | latency p95 (ms) | node RSS "
              "peak (MB) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -321,8 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     for profile in (False, True):
         node = start_node(profile)
         lines: list[str] = []
+        with listener.lock:
+            listener.diag = {}  # the counters of this node only
         try:
             wait_line(node, "listening on", lines)
+            while not listener.diag:  # its first diagnostics report
+                time.sleep(0.1)
             for size, rate, cameras, qos in rows(args.quick):
                 row = run_row(listener, node.pid, size, rate, cameras, qos, profile,
                               args.seconds)

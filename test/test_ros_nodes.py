@@ -149,7 +149,7 @@ def test_bad_raw_messages_are_counted_and_skipped(harness, weights, frames):
 
     values = harness.wait(rejected_in_diagnostics, what="frames_rejected in /diagnostics")
     assert values["backend"] == "torch-cpu" and values["device"] == "cpu"
-    assert "/image" in values["input"] and "best_effort" in values["input"]
+    assert "/image" in values["input"] and "auto: " in values["input"]  # qos_reliability auto
     assert "shorter than one row" in values["last_error"]
     for key in ("fps", "latency_p50_ms", "latency_p95_ms", "frames_dropped", "frames_received"):
         assert key in values

@@ -129,7 +129,7 @@ class TaskHead:
             return
         opts = geometry_options(self.param)
         self.predictor.geometry = replace(geometry, policy=opts["aspect"], roi=opts["roi"],
-                                          max_pixels=opts["max_pixels"])
+                                          max_pixels=int(self.param("max_network_pixels")))
 
     def validate(self, name: str, value) -> str | None:
         """A reason parameter ``name`` = ``value`` does not suit the loaded model (or, for

@@ -89,10 +89,8 @@ class StampGaps:
                 self.publisher_changes += 1
                 self._diffs.clear()  # another camera, maybe another rate
             self._current = publisher
-            missed = self._sequence_gap(pub, int(seq)) if seq is not None else \
-                self._stamp_gap(pub, stamp_ns)
-            if stamp_ns is not None:
-                pub.stamp = max(int(stamp_ns), pub.stamp or 0) if missed >= 0 else int(stamp_ns)
+            by_stamp = self._stamp_gap(pub, stamp_ns, counting=seq is None)
+            missed = by_stamp if seq is None else self._sequence_gap(pub, int(seq))
             missed = max(0, missed)
             self._events.append((now, missed))
             while self._events and now - self._events[0][0] > LOSS_HORIZON_S:
@@ -112,18 +110,23 @@ class StampGaps:
             return -1
         return seq - last - 1
 
-    def _stamp_gap(self, pub: _Publisher, stamp_ns: int | None) -> int:
-        """Frames lost before ``stamp_ns`` by its stamp; -1 for a restart."""
-        if stamp_ns is None or pub.stamp is None:
+    def _stamp_gap(self, pub: _Publisher, stamp_ns: int | None, counting: bool) -> int:
+        """Frames lost before ``stamp_ns`` by its stamp; -1 for a restart.  Learns the
+        period (the camera rate) either way; ``counting``: the stamps are what counts
+        (no sequence numbers), so out-of-order stamps and restarts are counted too."""
+        if stamp_ns is None:
             return 0
-        diff = int(stamp_ns) - pub.stamp
+        last, pub.stamp = pub.stamp, int(stamp_ns)
+        if last is None:
+            return 0
+        diff = int(stamp_ns) - last
         if diff <= 0:
-            self.out_of_order += 1
             if diff < 0:
-                self.resets += 1
-                self._diffs.clear()
-                return -1
-            return 0
+                self._diffs.clear()  # a restart: the period is learnt again
+            if counting:
+                self.out_of_order += 1
+                self.resets += diff < 0
+            return -1 if diff < 0 else 0
         period = self._period()
         self._diffs.append(diff)
         if period is None or diff <= GAP_FACTOR * period:

@@ -229,12 +229,10 @@ def predictor_options(param: Callable[[str], Any]) -> dict[str, Any]:
 
 
 def geometry_options(param: Callable[[str], Any]) -> dict[str, Any]:
-    """``aspect`` and ``roi`` (``load_predictor``'s names) and ``max_pixels`` (the
-    :class:`~fcn_perception.inference.geometry.Geometry` field) from the runtime geometry
+    """``aspect`` and ``roi`` (``load_predictor``'s names) from the runtime geometry
     parameters; ``roi`` None when all four are 0."""
     roi = tuple(int(param(f"roi_{k}")) for k in ("x", "y", "width", "height"))
-    return {"aspect": param("aspect_policy"), "roi": None if roi == (0, 0, 0, 0) else roi,
-            "max_pixels": int(param("max_network_pixels"))}
+    return {"aspect": param("aspect_policy"), "roi": None if roi == (0, 0, 0, 0) else roi}
 
 
 ROI_PARAMS = ("roi_x", "roi_y", "roi_width", "roi_height")
