@@ -374,7 +374,7 @@ def test_readme_transport_table_is_the_benchmarks():
     """The README's transport table is docs/bench_transport.md's, as benchmarks/
     transport.py wrote it (no number typed by hand)."""
     doc = (ROOT / "docs" / "bench_transport.md").read_text().splitlines()
-    rows = [line for line in doc if line.startswith("| ")]
+    rows = [line for line in doc if line.startswith("|")]
     assert len(rows) >= 14 and any("720x1280" in r for r in rows)
     readme = (ROOT / "README.md").read_text()
     assert "\n".join(rows) in readme
