@@ -1,7 +1,7 @@
 """Library replacements that need real data to show they agree with what they replaced
-(the others sit with their modules' tests: OpenCV connected components in
-test_det_boxes.py, pycocotools AP in test_det_metrics.py, the weight average in
-test_ema.py)."""
+(the others sit with their modules' tests: MCAP CRCs in test_mcap_crc.py, OpenCV
+connected components in test_det_boxes.py, pycocotools AP in test_det_metrics.py, the
+weight average in test_ema.py)."""
 from pathlib import Path
 
 import numpy as np
