@@ -5,8 +5,8 @@
 * :class:`Checkpointer`: ``last.pt`` every epoch and ``best.pt`` on improvement, written
   atomically, read back with ``torch.load(weights_only=True)``; :meth:`resume` restores
   model, optimiser, scheduler, AMP scaler, epoch and best score.
-* :class:`ModelEMA`: an exponential moving average of the weights, updated after every
-  optimiser step; with it on, validation, ``best.pt`` selection and shipping use the
+* :class:`ModelEMA`: an exponential moving average of the weights and buffers (torch's
+  ``AveragedModel`` with a ramped decay), updated after every optimiser step; with it on, validation, ``best.pt`` selection and shipping use the
   average (:func:`selected_weights`).
 * :func:`poly_lr`: the poly learning-rate schedule ``(1 - it/total) ** power``.
 * :func:`distributed`: DistributedDataParallel set-up from ``torchrun`` variables.
@@ -125,45 +125,65 @@ def build_optimizer(params, name: str, lr: float, weight_decay: float, momentum:
 
 
 class ModelEMA:
-    """Exponential moving average of a model's weights (Polyak averaging).
+    """Exponential moving average of a model's weights (Polyak averaging), kept by
+    :class:`torch.optim.swa_utils.AveragedModel` with every buffer averaged too
+    (``use_buffers=True``: BatchNorm's running statistics follow the averaged weights).
 
-    After update ``t`` every floating-point parameter and buffer is
-    ``ema = d_t * ema + (1 - d_t) * current`` with ``d_t = decay * (1 - exp(-t / h))`` and
-    ``h = 1 / (1 - decay)`` the average's horizon in steps: the ramp lets the first
-    updates follow the model instead of remembering its random start. Integer buffers
-    (BatchNorm's step count) are copied. ``module`` is the averaged copy, in eval mode.
+    Update ``t`` (1, 2, ...) makes every floating-point parameter and buffer
+    ``avg_t = d_(t-1) * avg_(t-1) + (1 - d_(t-1)) * current`` with the ramped decay
+    ``d_n = decay * (1 - exp(-n / h))``, ``n`` the updates already averaged and
+    ``h = 1 / (1 - decay)`` the average's horizon in steps: ``d_0 = 0``, so the first
+    update copies the model (AveragedModel's own first step) and the early updates follow
+    it instead of remembering its random start.  Integer buffers (BatchNorm's step count)
+    are the model's.  ``module`` is the averaged copy, in eval mode.
+
+    Checkpoints hold ``{"updates": n, "module": state dict}`` (:meth:`state_dict`), the
+    format :func:`selected_weights` reads.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        import copy
+        from torch.optim.swa_utils import AveragedModel
 
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = float(decay)
         self.horizon = 1.0 / (1.0 - self.decay)
-        self.updates = 0
-        self.module = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
+        self.averaged = AveragedModel(unwrap(model), multi_avg_fn=self._average,
+                                      use_buffers=True)
+        self.module.eval().requires_grad_(False)
 
-    def decay_at(self, updates: int) -> float:
-        return self.decay * (1.0 - math.exp(-updates / self.horizon))
+    @property
+    def module(self) -> nn.Module:
+        return self.averaged.module
+
+    @property
+    def updates(self) -> int:
+        return int(self.averaged.n_averaged)  # a CPU tensor: no device sync
+
+    def decay_at(self, averaged: int) -> float:
+        """The decay of the update that follows ``averaged`` updates."""
+        return self.decay * (1.0 - math.exp(-averaged / self.horizon))
 
     @torch.no_grad()
+    def _average(self, avg: list[torch.Tensor], current: list[torch.Tensor], _n) -> None:
+        """AveragedModel's ``multi_avg_fn``, called for each (device, dtype) group."""
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        if avg[0].is_floating_point():
+            get_ema_multi_avg_fn(self.decay_at(self.updates))(avg, current, _n)
+        else:  # an average of step counts means nothing: the model's
+            for a, c in zip(avg, current, strict=True):
+                a.copy_(c)
+
     def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = self.decay_at(self.updates)
-        current = unwrap(model).state_dict()
-        for name, avg in self.module.state_dict().items():
-            if avg.dtype.is_floating_point:
-                avg.mul_(d).add_(current[name].detach(), alpha=1.0 - d)
-            else:
-                avg.copy_(current[name])
+        self.averaged.update_parameters(unwrap(model))
 
     def state_dict(self) -> dict:
         return {"updates": self.updates, "module": self.module.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])
+        self.averaged.n_averaged.fill_(int(state["updates"]))
 
 
 def add_ema_args(p) -> None:
