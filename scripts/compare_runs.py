@@ -9,7 +9,9 @@ Reads each run's ``metrics.jsonl`` (one row per epoch, written by the trainer) a
 writes ``OUT.json`` (per key and run: every epoch's value, the best and its epoch, the
 last, and the mean, min and max over the last ``--tail`` epochs) and ``OUT.png`` (one
 panel per key, one line per run, a dotted line at the epoch the last run selects by the
-first key).
+first key, or its last epoch when it ran with ``--select last``).  ``--per-class`` adds
+each run's per-class IoU of its shipped epoch on its val split (from ``RUN/model.json``)
+to the JSON and draws them side by side in ``OUT_classes.png``.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from fcn_perception.evaluation.plots import plot_training_curves
+from fcn_perception.evaluation.plots import plot_iou_comparison, plot_training_curves
 
 
 def read_history(run: Path) -> list[dict]:
@@ -27,6 +29,13 @@ def read_history(run: Path) -> list[dict]:
     if not path.is_file():
         sys.exit(f"error: {path} does not exist; --run takes LABEL=RUN_FOLDER of a training run")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def shipped_scores(run: Path) -> dict:
+    card = run / "model.json"
+    if not card.is_file():
+        sys.exit(f"error: {card} does not exist; --per-class needs finished runs")
+    return json.loads(card.read_text())["metrics"]["val"]
 
 
 def summarise(values: list[float], tail: int) -> dict:
@@ -43,6 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--keys", nargs="+", default=["val/map50"])
     p.add_argument("--tail", type=int, default=10)
     p.add_argument("--out", required=True, help="path stem for OUT.json and OUT.png")
+    p.add_argument("--per-class", action="store_true",
+                   help="also compare the per-class IoU in each run's model.json")
     args = p.parse_args(argv)
     runs = {}
     for spec in args.run:
@@ -65,11 +76,22 @@ def main(argv=None) -> int:
                 rows.setdefault(r["epoch"], {"epoch": r["epoch"]})[f"{key}/{label}"] = r[key]
         panels.append({"title": key, "keys": [f"{key}/{label}" for label in runs],
                        "history": [rows[e] for e in sorted(rows)]})
-    # the dotted line: the epoch the last run selects by the first key (its best)
-    selected = report["metrics"][args.keys[0]][list(runs)[-1]]["best_epoch"]
+    # the dotted line: the epoch the last run ships (its best by the first key, or its last)
+    last_run = list(runs)[-1]
+    scores = report["metrics"][args.keys[0]][last_run]
+    config = Path(runs[last_run][0]) / "config.json"
+    fixed = config.is_file() and json.loads(config.read_text()).get("select") == "last"
+    selected = len(scores["per_epoch"]) if fixed else scores["best_epoch"]
     for panel in panels:
         panel["selected"] = selected
     out = Path(args.out)
+    if args.per_class:
+        report["per_class_iou"] = {label: shipped_scores(Path(folder))["per_class_iou"]
+                                   for label, (folder, _) in runs.items()}
+        report["shipped_mean_iou"] = {label: shipped_scores(Path(folder))["mean_iou"]
+                                      for label, (folder, _) in runs.items()}
+        plot_iou_comparison(report["per_class_iou"], out.parent / f"{out.name}_classes.png",
+                            "Per-class IoU of the shipped epoch on each run's val split")
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     plot_training_curves(panels, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")

@@ -54,3 +54,23 @@ def test_a_run_without_the_key_is_named(tmp_path):
     with pytest.raises(SystemExit, match=r"run 'a' has no 'val/ap50_Pedestrian'"):
         _script().main(["--run", f"a={a}", "--keys", "val/ap50_Pedestrian",
                         "--out", str(tmp_path / "o")])
+
+
+def test_per_class_compares_the_shipped_epochs(tmp_path):
+    """--per-class reads each run's model.json (the shipped epoch on its val split)."""
+    runs = {}
+    for label, ious in {"today": {"Sky": 0.8, "Pole": 0.2}, "new": {"Sky": 0.7, "Pole": 0.4}}.items():
+        folder = _run(tmp_path / label, [0.3, 0.5])
+        card = {"metrics": {"val": {"mean_iou": sum(ious.values()) / 2, "per_class_iou": ious}}}
+        (folder / "model.json").write_text(json.dumps(card))
+        runs[label] = folder
+    out = tmp_path / "fold"
+    assert _script().main([*(f"--run={k}={v}" for k, v in runs.items()), "--keys", "val/map50",
+                           "--per-class", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["per_class_iou"]["new"] == {"Sky": 0.7, "Pole": 0.4}
+    assert report["shipped_mean_iou"] == {"today": pytest.approx(0.5), "new": pytest.approx(0.55)}
+    assert (tmp_path / "fold_classes.png").stat().st_size > 10_000
+    (runs["new"] / "model.json").unlink()
+    with pytest.raises(SystemExit, match="model.json does not exist"):
+        _script().main([f"--run=new={runs['new']}", "--per-class", "--out", str(out)])

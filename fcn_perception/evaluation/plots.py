@@ -55,6 +55,25 @@ def plot_iou_bars(per_class_iou: dict, path: str | Path, palette=None,
     return _save(fig, ax, "IoU", title, path)
 
 
+def plot_iou_comparison(per_class_iou: dict[str, dict], path: str | Path,
+                        title: str = "Per-class IoU") -> Path:
+    """Grouped horizontal bars: ``{run label: {class: IoU}}``, one bar per run and class,
+    the runs' mean IoU in the legend."""
+    runs = list(per_class_iou)
+    names = list(per_class_iou[runs[0]])
+    height = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(7, 0.8 + 0.25 * len(names) * len(runs)))
+    for k, run in enumerate(runs):
+        values = [per_class_iou[run].get(n) or 0.0 for n in names]
+        ax.barh(np.arange(len(names)) + (k - (len(runs) - 1) / 2) * height, values, height,
+                label=f"{run} (mean {np.mean(values):.3f})", edgecolor="black", linewidth=0.3)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, ax, "IoU", title, path)
+
+
 def plot_pr_curves(evaluator: DetectionEvaluator, path: str | Path, palette=None,
                    title: str = "") -> Path:
     """Precision-recall curves of every class at IoU 0.5 (monotone envelope), as a PNG."""
