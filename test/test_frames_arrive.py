@@ -167,6 +167,9 @@ def test_auto_reliability_follows_the_publishers(harness, weights):
         depth=5, reliability=ReliabilityPolicy.RELIABLE))
     harness.wait(lambda: camera.reliability == "reliable", what="a reliable subscription")
     assert "reliable" in node._input.description
+    # re-created from a timer: no QoS event handlers, which rclpy's multi-threaded
+    # executor would touch after their destruction (InvalidHandle in its spin thread)
+    assert camera.sub.event_handlers == []
     harness.client.destroy_publisher(reliable)
     best_effort = harness.publisher("image", Image, qos_profile_sensor_data)
     harness.wait(lambda: camera.reliability == "best_effort" and
@@ -175,6 +178,7 @@ def test_auto_reliability_follows_the_publishers(harness, weights):
         "model": str(weights["segmentation"]), "backend": "torch-cpu",
         "qos_reliability": "reliable"}, cli_args=["--ros-args", "-r", "__node:=fixed"])
     assert fixed._input.cameras[0].reliability == "reliable" and fixed._input._qos_timer is None
+    assert fixed._input.cameras[0].sub.event_handlers  # warns about incompatible publishers
 
 
 # ============================================================ camera and node processes

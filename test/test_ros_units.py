@@ -1,15 +1,13 @@
-"""ROS-free pieces of the nodes: conversion, drawing, latest-frame slot, stats, params,
+"""ROS-free pieces of the nodes: conversion, drawing, stats, params,
 detection filters and message builders (no rclpy.init, no DDS)."""
 from __future__ import annotations
 
 import array
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import wait_until
 from PIL import Image as PILImage
 
 from fcn_perception.bag import typestore as T
@@ -20,7 +18,6 @@ from fcn_perception.imaging.encode import encode, encode_compressed
 from fcn_perception.inference import backends
 from fcn_perception.inference.results import DetectionResult
 from fcn_perception.ros import filtering, layout, params
-from fcn_perception.ros.latest_frame import FrameWorker, LatestFrameSlot
 from fcn_perception.ros.stats import FrameStats, HealthMonitor, LatencyWindow, task_values
 
 COLOUR_ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "8UC3", "rgb16", "bgr16", "rgba16", "bgra16"]
@@ -164,41 +161,6 @@ def test_draw_detections_outlines_boxes():
     assert not rgb.any()  # input untouched
     empty = drawing.draw_detections(rgb, np.zeros((0, 4)), np.zeros(0), np.zeros(0), [], lut)
     assert (empty == rgb).all()
-
-
-# ----------------------------------------------------------------------------- latest frame
-def test_slot_keeps_only_the_newest():
-    slot = LatestFrameSlot()
-    assert slot.put(1) is False
-    assert slot.put(2) is True  # replaced 1: a drop
-    assert slot.take(0) == (True, 2)
-    assert slot.take(0.01) == (False, None)
-    slot.put(3)
-    slot.close()
-    assert slot.take(0) == (False, None)
-
-
-def test_worker_drops_instead_of_queueing_and_survives_errors():
-    seen, errors = [], []
-    gate = threading.Event()
-
-    def process(item):
-        gate.wait(5)
-        if item == "bad":
-            raise ValueError("bad frame")
-        seen.append(item)
-
-    worker = FrameWorker(process, errors.append).start()
-    drops = sum(worker.submit(i) for i in range(1000))  # all while the first is in flight
-    gate.set()
-    wait_until(lambda: 999 in seen, what="the newest frame to be processed")
-    assert seen[-1] == 999 and len(seen) <= 2 and drops >= 997
-    worker.submit("bad")
-    wait_until(lambda: errors, what="the bad frame's error")
-    worker.submit(1001)  # the worker survived the error
-    wait_until(lambda: 1001 in seen, what="a frame after the error")
-    assert len(errors) == 1 and "bad frame" in str(errors[0])
-    assert worker.stop()
 
 
 # ----------------------------------------------------------------------------- stats

@@ -19,6 +19,7 @@ from fcn_perception.bag import typestore as T
 from fcn_perception.bag.mcap_crc import CrcCheck, verify_chunk_crcs
 from fcn_perception.errors import BagError
 from fcn_perception.imaging.decode import decode_message
+from fcn_perception.ros.layout import stamp_ns
 
 
 @dataclass
@@ -32,8 +33,9 @@ class Message:
     msg: object
 
     @property
-    def stamp_ns(self) -> int:
-        return T.stamp_ns(self.msg)
+    def stamp_ns(self) -> int | None:
+        """The header stamp in ns (None for a message without a header)."""
+        return stamp_ns(self.msg)
 
     def where(self) -> str:
         return f"message {self.index} on {self.topic} ({self.msgtype}, log time {self.log_ns} ns)"

@@ -21,7 +21,7 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -29,7 +29,7 @@ from fcn_perception.bag import typestore as T
 from fcn_perception.bag.mcap_crc import add_chunk_crcs
 from fcn_perception.errors import BagError
 from fcn_perception.ros.layout import ros_message_class
-from fcn_perception.ros.qos import input_qos, latched_qos
+from fcn_perception.ros.qos import input_qos, latched_qos, offered_reliability
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -42,13 +42,16 @@ class RecordStats:
     qos: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     stopped_by: str = ""
-    last_message_at: float = 0.0  # time.monotonic() of the last message (0: none yet)
+    # time.monotonic() of the last message (0: none yet), the nodes' periodic
+    # diagnostics (T.DIAGNOSTIC_ARRAY) aside: they never stop while a node runs
+    last_message_at: float = 0.0
 
 
 @dataclass(frozen=True)
 class StopRules:
     """When recording ends: ``duration`` s after ready, ``idle_timeout`` s after the last
-    message (once one arrived), or when every topic has ``max_messages``."""
+    message (once one arrived; diagnostics do not count), or when every topic has
+    ``max_messages``."""
 
     duration: float | None = None
     idle_timeout: float | None = None
@@ -69,12 +72,14 @@ class StopRules:
 
 def subscription_qos(infos, reliability: str = "auto") -> tuple[str, bool]:
     """``(reliability, transient_local)`` that matches every publisher in ``infos``:
-    best effort if any is, transient-local only if all are (and the subscription is
-    reliable: :func:`~fcn_perception.ros.qos.latched_qos` is).  ``reliability`` other
-    than ``auto`` overrides the first."""
-    best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
-    latched = all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
-    rel = ("best_effort" if best_effort else "reliable") if reliability == "auto" else reliability
+    ``auto`` takes the reliability the publishers offer, as the nodes' camera input
+    does (:func:`~fcn_perception.ros.qos.offered_reliability`: best effort if any
+    publisher is); ``best_effort`` / ``reliable`` override it.  Transient-local only if
+    every publisher is (and the subscription is reliable:
+    :func:`~fcn_perception.ros.qos.latched_qos` is)."""
+    profiles = [i.qos_profile for i in infos]
+    latched = all(p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in profiles)
+    rel = offered_reliability(profiles) if reliability == "auto" else reliability
     return rel, latched and rel == "reliable"
 
 
@@ -130,7 +135,8 @@ class TopicRecorder:
     def _write(self, topic: str, conn, raw: bytes) -> None:
         self.writer.write(conn, self.node.get_clock().now().nanoseconds, raw)
         self.stats.counts[topic] += 1
-        self.stats.last_message_at = time.monotonic()
+        if self.stats.types[topic] != T.DIAGNOSTIC_ARRAY:
+            self.stats.last_message_at = time.monotonic()
 
     def no_publisher_error(self, topics: list[str], waited: float) -> BagError:
         missing = [t for t in topics if t not in self.subs]

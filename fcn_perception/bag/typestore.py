@@ -23,6 +23,9 @@ from fcn_perception.ros import layout
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 DETECTION_2D_ARRAY = "vision_msgs/msg/Detection2DArray"
+DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
+#: what a node's diagnostics say about where its model runs
+BACKEND_KEYS = ("backend", "device", "precision")
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
 # vision_msgs 4.1 (field lines of interfaces/vision_msgs/msg/*.msg)
@@ -73,11 +76,6 @@ def time_msg(stamp_ns: int):
 
 def header(stamp_ns: int, frame_id: str):
     return msg_class("std_msgs/msg/Header")(stamp=time_msg(stamp_ns), frame_id=frame_id)
-
-
-def stamp_ns(msg) -> int:
-    """Header stamp of a message, in nanoseconds."""
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 def image_msg(array: np.ndarray, stamp: int, frame_id: str):
@@ -151,3 +149,25 @@ def detections_from_msg(msg, class_names=None):
         classes.append(cls)
     return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
             np.asarray(classes, np.int64))
+
+
+def diagnostics_msg(stamp: int, statuses: dict[str, dict[str, str]]):
+    """A ``diagnostic_msgs/DiagnosticArray`` with one OK status per ``{name: values}``."""
+    status, key_value = msg_class("diagnostic_msgs/msg/DiagnosticStatus"), \
+        msg_class("diagnostic_msgs/msg/KeyValue")
+    return msg_class(DIAGNOSTIC_ARRAY)(header=header(stamp, ""), status=[
+        status(level=status.OK, name=name, message="", hardware_id="",
+               values=[key_value(key=str(k), value=str(v)) for k, v in values.items()])
+        for name, values in statuses.items()])
+
+
+def backends_from_diagnostics(msg) -> dict[str, dict[str, str]]:
+    """``{task: {backend, device, precision}}`` from a DiagnosticArray whose statuses are
+    named ``"<node>: <task>"`` and carry a ``backend`` value, as the nodes publish them."""
+    out = {}
+    for status in msg.status:
+        task = status.name.rpartition(": ")[2]
+        values = {kv.key: kv.value for kv in status.values}
+        if task in ("segmentation", "detection") and values.get("backend"):
+            out[task] = {k: values[k] for k in BACKEND_KEYS if k in values}
+    return out

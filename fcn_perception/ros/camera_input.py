@@ -35,7 +35,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from fcn_perception.ros import qos
-from fcn_perception.ros.input_gaps import LOSS_WARN_FRACTION, StampGaps, loss_hint, stamp_ns
+from fcn_perception.ros.input_gaps import LOSS_WARN_FRACTION, StampGaps, loss_hint
+from fcn_perception.ros.layout import stamp_ns
 from fcn_perception.ros.multi_camera import (
     BatchWorker,
     CameraFrame,
@@ -127,7 +128,14 @@ class CameraInput:
         self.worker = BatchWorker(len(self.cameras), process, self._on_worker_error,
                                   max_batch=max_batch or None,
                                   name=f"{node.get_name()}-worker").start()
-        self._events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        # auto: no QoS event handlers.  The subscription is re-created from a timer, and
+        # rclpy's MultiThreadedExecutor adds a destroyed subscription's event handlers to
+        # its next wait set from another thread (InvalidHandle "cannot use Destroyable"
+        # kills its spin thread, or a handler's task holds the error: "exception was
+        # never retrieved"); a subscription without handlers is destroyed safely.  An
+        # incompatible publisher needs no warning there: the subscription follows it.
+        self._events = SubscriptionEventCallbacks(use_default_callbacks=False) if self.auto \
+            else SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         for cam in self.cameras:
             self._subscribe(cam, self._offered(cam) if self.auto else reliability)
         self.topic_name = self.cameras[0].topic if not multi else \

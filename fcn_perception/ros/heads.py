@@ -1,17 +1,23 @@
-"""Task heads: one predictor and the topics it publishes, inside a node.
+"""Task heads: one predictor and the topics it publishes.
 
 A head reads its task's parameters (under a prefix in ``perception_node``), builds its
-predictor with the node's factory at *configure*, creates its publishers at *activate*
-and, per batch of frames (one per camera), runs the predictor once and publishes each
-camera's outputs that someone subscribes to, under that camera's namespace.
-The logic it calls is ROS-free: :func:`~fcn_perception.ros.params.predictor_options`,
-:class:`~fcn_perception.ros.filtering.DetectionFilter`, the message builders.
+predictor at *configure*, creates its publishers and, per batch of frames (one per
+camera), runs the predictor once and publishes each camera's outputs that someone
+subscribes to, under that camera's namespace.
+
+A head knows no node: what it needs comes in a :class:`HeadContext` (parameter values,
+publisher factory, stats, logger, clock, predictor factory, the cameras' frame sizes),
+so a head runs with plain publishers in a test.  The logic it calls is ROS-free:
+:func:`~fcn_perception.ros.params.predictor_options`,
+:class:`~fcn_perception.ros.filtering.DetectionFilter`, the tracker and the per-frame
+step :mod:`~fcn_perception.ros.frame_outputs` (result -> messages).
 """
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +28,7 @@ from fcn_perception.imaging import drawing
 from fcn_perception.inference.backends import device_of
 from fcn_perception.ros import messages, qos
 from fcn_perception.ros.filtering import DetectionFilter
+from fcn_perception.ros.frame_outputs import DetectionOutputs, SegmentationOutputs
 from fcn_perception.ros.multi_camera import join_topic
 from fcn_perception.ros.params import (
     geometry_options,
@@ -30,12 +37,33 @@ from fcn_perception.ros.params import (
     roi_problem,
     validate_classes,
 )
-from fcn_perception.spatial.project import boxes_3d, labelled_points
+from fcn_perception.ros.stats import FrameStats
 from fcn_perception.tracking import ByteTracker, TrackerConfig
 
 if TYPE_CHECKING:
     from fcn_perception.inference.interface import DetectionPredictor, SegmentationPredictor
-    from fcn_perception.ros.nodes import PerceptionNode
+
+
+@dataclass
+class HeadContext:
+    """What a head needs from its node.
+
+    ``values``: parameter values by full name (``segmentation.model`` in
+    ``perception_node``), kept current by the node; ``create_publisher(msg_type, topic,
+    qos)`` / ``destroy_publisher(pub)``: the node's (lifecycle) publishers;
+    ``predictor_factory(task, **load_predictor options)``: a ready predictor; ``now()``:
+    the current time as a ``builtin_interfaces/Time`` (``label_info``'s stamp);
+    ``frame_sizes()``: the ``(height, width)`` of each camera's last frame (runtime ROI
+    checks); ``logger``: ``info``/``warning``/``error``."""
+
+    values: Mapping[str, Any]
+    create_publisher: Callable[..., Any]
+    destroy_publisher: Callable[[Any], Any]
+    predictor_factory: Callable[..., Any]
+    stats: FrameStats
+    logger: Any
+    now: Callable[[], Any]
+    frame_sizes: Callable[[], list[tuple[int, int]]] = list
 
 
 class TaskHead:
@@ -53,8 +81,8 @@ class TaskHead:
     task = ""
     namespace = ""
 
-    def __init__(self, node: PerceptionNode, prefix: str) -> None:
-        self.node = node
+    def __init__(self, context: HeadContext, prefix: str = "") -> None:
+        self.context = context
         self.prefix = prefix
         self.label_info_topic = f"{self.namespace}/label_info" if prefix else "label_info"
         self.predictor = None
@@ -72,7 +100,7 @@ class TaskHead:
         return self.label_info_pubs[0] if self.label_info_pubs else None
 
     def param(self, name: str):
-        return self.node.values[f"{self.prefix}.{name}" if self.prefix else name]
+        return self.context.values[f"{self.prefix}.{name}" if self.prefix else name]
 
     # -- configure / cleanup
     def load(self) -> None:
@@ -81,7 +109,8 @@ class TaskHead:
             from fcn_perception.card import allow_modified_weights, model_file
 
             allow_modified_weights(model_file(self.task, self.param("model")))
-        self.predictor = self.node.predictor_factory(self.task, **predictor_options(self.param))
+        self.predictor = self.context.predictor_factory(self.task,
+                                                        **predictor_options(self.param))
         self.classes = [str(c) for c in self.predictor.classes]
         self.lut = drawing.palette_lut(self.predictor.palette, len(self.classes))
         self.apply_runtime_params()
@@ -91,7 +120,7 @@ class TaskHead:
 
     def spatial_mode(self) -> str:
         """The node's ``spatial_inputs``: ``none``, ``camera_info`` or ``depth``."""
-        return self.node.values.get("spatial_inputs", "none")
+        return self.context.values.get("spatial_inputs", "none")
 
     def spatial_outputs(self, outputs: dict) -> dict:
         """``outputs`` plus ``<namespace>/camera_info`` with camera_info or depth inputs
@@ -101,10 +130,6 @@ class TaskHead:
         from sensor_msgs.msg import CameraInfo
 
         return {**outputs, "camera_info": (f"{self.namespace}/camera_info", CameraInfo)}
-
-    def publish_camera_info(self, pubs, header, wanted, scene) -> None:
-        if scene is not None and wanted.get("camera_info"):
-            pubs["camera_info"].publish(messages.camera_info_msg(header, scene.info))
 
     def diagnostic_values(self) -> dict:
         """The head's own diagnostics key/values."""
@@ -134,9 +159,7 @@ class TaskHead:
     def validate(self, name: str, value) -> str | None:
         """A reason parameter ``name`` = ``value`` does not suit the loaded model (or, for
         the ROI, the frames received), else None."""
-        camera = self.node._input
-        sizes = [c.frame_hw for c in camera.cameras if c.frame_hw] if camera else []
-        return roi_problem(self.param, name, value, sizes)
+        return roi_problem(self.param, name, value, self.context.frame_sizes())
 
     def configured_problem(self) -> str | None:
         """After loading: a reason the parameters do not suit the model, else None."""
@@ -157,7 +180,7 @@ class TaskHead:
             from vision_msgs.msg import LabelInfo  # optional: a segmentation-only robot
         except ImportError:
             LabelInfo = None
-            self.node.get_logger().warning(
+            self.context.logger.warning(
                 "vision_msgs is not installed: no label_info is published")
         self.camera_pubs, self.label_info_pubs = [], []
         for ns in namespaces or [None]:
@@ -165,21 +188,21 @@ class TaskHead:
                 return topic if ns is None else join_topic(ns, topic)
 
             self.camera_pubs.append({
-                key: self.node.create_lifecycle_publisher(msg_type, where(topic), out_qos)
+                key: self.context.create_publisher(msg_type, where(topic), out_qos)
                 for key, (topic, msg_type) in self.outputs().items()})
             if LabelInfo is not None:
-                self.label_info_pubs.append(self.node.create_lifecycle_publisher(
+                self.label_info_pubs.append(self.context.create_publisher(
                     LabelInfo, where(self.label_info_topic), qos.latched_qos()))
 
     def publish_label_info(self) -> None:
-        header = Header(stamp=self.node.get_clock().now().to_msg())
+        header = Header(stamp=self.context.now())
         for pub in self.label_info_pubs:
             pub.publish(messages.label_info_msg(header, self.classes, self.label_threshold()))
 
     def destroy_outputs(self) -> None:
         for pub in [*(p for pubs in self.camera_pubs for p in pubs.values()),
                     *self.label_info_pubs]:
-            self.node.destroy_lifecycle_publisher(pub)
+            self.context.destroy_publisher(pub)
         self.camera_pubs, self.label_info_pubs = [], []
 
     def label_threshold(self) -> float:
@@ -192,16 +215,18 @@ class TaskHead:
         return {k: p.get_subscription_count() > 0 for k, p in self.camera_pubs[camera].items()}
 
     # -- per frame
-    def process(self, header, rgb: np.ndarray, wanted: dict[str, bool], scene=None) -> None:
-        """One frame of the (first) camera."""
-        self.process_batch([(0, header, rgb, wanted, scene)])
-
     def process_batch(self, items: list[tuple[int, Any, np.ndarray, dict[str, bool], Any]]
                       ) -> None:
         """``(camera, header, rgb, wanted outputs, scene)`` per frame (``scene``: the
         :class:`~fcn_perception.ros.spatial_input.Scene` with spatial inputs, else None):
         one predictor call for all, then each camera's publishers."""
         raise NotImplementedError
+
+    def publish(self, camera: int, msgs: dict[str, Any]) -> None:
+        """Camera ``camera``'s messages, each on its output's publisher."""
+        pubs = self.camera_pubs[camera]
+        for key, msg in msgs.items():
+            pubs[key].publish(msg)
 
     def predict(self, images: list[np.ndarray], **kwargs) -> list:
         """The predictor on the frames: one call for one frame, one batch for several
@@ -214,7 +239,7 @@ class TaskHead:
     def timed(self, call, *args, **kwargs):
         t0 = time.perf_counter()
         result = call(*args, **kwargs)
-        self.node.stats.add_inference(self.task, (time.perf_counter() - t0) * 1e3)
+        self.context.stats.add_inference(self.task, (time.perf_counter() - t0) * 1e3)
         return result
 
 
@@ -236,47 +261,21 @@ class SegmentationHead(TaskHead):
             outputs["points"] = ("segmentation/points", PointCloud2)
         return self.spatial_outputs(outputs)
 
-    def _points_confidence(self, wanted) -> bool:
-        return bool(wanted.get("points") and self.param("points_confidence"))
+    def frame_outputs(self) -> SegmentationOutputs:
+        """The per-frame step with the current runtime parameters."""
+        return SegmentationOutputs(
+            self.lut, overlay_alpha=self.param("overlay_alpha"),
+            confidence_encoding=self.param("confidence_encoding"),
+            points_stride=self.param("points_stride"),
+            points_confidence=self.param("points_confidence"))
 
     def process_batch(self, items) -> None:
-        # confidence costs a softmax (or a second graph): only while someone listens
-        confidence = any(w.get("confidence") or self._points_confidence(w)
-                         for _, _, _, w, _ in items)
-        kwargs = {"confidence": True} if confidence else {}
-        results = self.predict([rgb for _, _, rgb, _, _ in items], **kwargs)
+        step = self.frame_outputs()
+        confidence = any(step.needs_confidence(wanted) for _, _, _, wanted, _ in items)
+        results = self.predict([rgb for _, _, rgb, _, _ in items],
+                               **({"confidence": True} if confidence else {}))
         for (camera, header, rgb, wanted, scene), result in zip(items, results):
-            pubs = self.camera_pubs[camera]
-            self._publish(pubs, header, rgb, wanted, result)
-            self.publish_camera_info(pubs, header, wanted, scene)
-            if wanted.get("points") and scene is not None and scene.depth is not None:
-                points = labelled_points(
-                    result.labels, scene.depth, scene.camera, self.param("points_stride"),
-                    result.confidence if self._points_confidence(wanted) else None)
-                pubs["points"].publish(messages.labelled_cloud_msg(
-                    header, points.xyz, points.labels, points.confidence))
-
-    def _publish(self, pubs, header, rgb, wanted, result) -> None:
-        labels = result.labels
-        if labels.shape != rgb.shape[:2]:
-            raise RuntimeError(
-                f"the segmentation predictor returned labels of shape {labels.shape} for "
-                f"an image of {rgb.shape[:2]}")
-        if wanted.get("labels"):
-            pubs["labels"].publish(messages.labels_msg(header, labels))
-        if wanted.get("color") or wanted.get("overlay"):
-            color = drawing.colorize(labels, self.lut)
-            if wanted.get("color"):
-                pubs["color"].publish(messages.rgb_msg(header, color))
-            if wanted.get("overlay"):
-                overlay = drawing.blend(rgb, color, self.param("overlay_alpha"))
-                pubs["overlay"].publish(messages.rgb_msg(header, overlay))
-        if wanted.get("confidence"):
-            conf = getattr(result, "confidence", None)
-            if conf is None:
-                raise RuntimeError("the segmentation predictor gave no confidence")
-            pubs["confidence"].publish(messages.confidence_msg(
-                header, conf, self.param("confidence_encoding")))
+            self.publish(camera, step.messages(header, rgb, result, wanted, scene))
 
 
 class DetectionHead(TaskHead):
@@ -357,28 +356,13 @@ class DetectionHead(TaskHead):
         return det, [str(i) for i in ids[keep]]
 
     def process_batch(self, items) -> None:
+        step = DetectionOutputs(self.classes, self.lut, self.param("depth_box_fraction"))
         # the predictor drops low scores early; the filter applies the other parameters
         results = self.predict([rgb for _, _, rgb, _, _ in items],
                                score_threshold=self.filter.score_threshold)
         for (camera, header, rgb, wanted, scene), result in zip(items, results):
-            pubs = self.camera_pubs[camera]
             det, ids = self.track(camera, self.filter(result))
-            pubs["detections"].publish(messages.detections_msg(
-                header, det.boxes, det.scores, det.class_ids, det.class_scores, ids))
-            if wanted.get("image"):
-                drawn = drawing.draw_detections(rgb, det.boxes, det.scores, det.class_ids,
-                                                self.classes, self.lut)
-                pubs["image"].publish(messages.rgb_msg(header, drawn))
-            self.publish_camera_info(pubs, header, wanted, scene)
-            if wanted.get("detections_3d") and scene is not None and scene.depth is not None:
-                boxes = boxes_3d(det.boxes, scene.depth, scene.camera,
-                                 self.param("depth_box_fraction"))
-                ok = np.flatnonzero(boxes.valid)  # boxes without a valid depth: left out
-                pubs["detections_3d"].publish(messages.detections_3d_msg(
-                    header, boxes.centres[ok], boxes.sizes[ok], det.scores[ok],
-                    det.class_ids[ok],
-                    None if det.class_scores is None else det.class_scores[ok],
-                    None if ids is None else [ids[i] for i in ok]))
+            self.publish(camera, step.messages(header, rgb, det, wanted, scene, ids))
 
 
 HEADS = {"segmentation": SegmentationHead, "detection": DetectionHead}

@@ -198,12 +198,3 @@ def loss_hint(frame_bytes: int, reliability: str, offered: list[str]) -> str:
             f"default shared-memory segment) need it larger, {profile}; several cameras "
             "publishing at the same instant or a lossy link: reliable cameras "
             "(qos_reliability:=auto follows them) or compressed transport")
-
-
-def stamp_ns(msg) -> int | None:
-    """``header.stamp`` of an rclpy or rosbags message in nanoseconds (None without one)."""
-    try:
-        stamp = msg.header.stamp
-        return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-    except (AttributeError, TypeError, ValueError):
-        return None

@@ -3,7 +3,8 @@
 The nodes build messages from rclpy's generated classes, the bag tools from rosbags'
 typestore (no ROS installation needed).  Both take their classes from a ``types``
 callable, ``types("vision_msgs/msg/Detection2D")`` -> class, and pass every field by
-keyword (rosbags' classes have no defaults), so the two publish the same layout.
+keyword (rosbags' classes have no defaults), so the two publish the same layout;
+:func:`stamp_ns` reads either's header stamp.
 Nothing here imports ROS.
 """
 from __future__ import annotations
@@ -20,6 +21,15 @@ def ros_message_class(typename: str):
     try:
         return getattr(importlib.import_module(f"{pkg}.msg"), name)
     except (ImportError, AttributeError):
+        return None
+
+
+def stamp_ns(msg) -> int | None:
+    """``header.stamp`` of an rclpy or rosbags message in nanoseconds (None without one)."""
+    try:
+        stamp = msg.header.stamp
+        return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    except (AttributeError, TypeError, ValueError):
         return None
 
 

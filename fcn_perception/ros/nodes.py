@@ -40,7 +40,7 @@ from fcn_perception.imaging.decode import decode_message
 from fcn_perception.inference.backends import free_accelerator_memory
 from fcn_perception.ros import messages, qos
 from fcn_perception.ros.camera_input import LOG_THROTTLE_S, CameraInput, camera_namespaces
-from fcn_perception.ros.heads import HEADS, TaskHead
+from fcn_perception.ros.heads import HEADS, HeadContext, TaskHead
 from fcn_perception.ros.input_gaps import LOSS_WARN_FRACTION
 from fcn_perception.ros.params import NODES, descriptor, help_text, node_specs
 from fcn_perception.ros.ros_args import check_ros_args
@@ -79,9 +79,15 @@ class PerceptionNode(LifecycleNode):
         self.tasks = tuple(tasks)
         self.specs = {s.name: s for s in node_specs(self.tasks)}
         self.values: dict[str, Any] = {}
-        single = len(self.tasks) == 1
-        self.heads = [HEADS[t](self, "" if single else t) for t in self.tasks]
         self.stats = FrameStats()
+        context = HeadContext(
+            values=self.values, create_publisher=self.create_lifecycle_publisher,
+            destroy_publisher=self.destroy_lifecycle_publisher,
+            predictor_factory=lambda task, **options: self.predictor_factory(task, **options),
+            stats=self.stats, logger=self.get_logger(),
+            now=lambda: self.get_clock().now().to_msg(), frame_sizes=self._frame_sizes)
+        single = len(self.tasks) == 1
+        self.heads = [HEADS[t](context, "" if single else t) for t in self.tasks]
         self._input: CameraInput | None = None
         self._health: HealthMonitor | None = None
         self._diag_timer = None
@@ -267,12 +273,6 @@ class PerceptionNode(LifecycleNode):
     def _decode(self, msg):
         return decode_message(msg, max_pixels=self.values["max_input_pixels"])
 
-    def _process(self, msg, received_at: float) -> None:
-        """One frame of the (first) camera; see :meth:`_process_batch`."""
-        from fcn_perception.ros.multi_camera import CameraFrame
-
-        self._process_batch([CameraFrame(0, (msg, received_at), received_at)])
-
     def _process_batch(self, batch) -> None:
         """On the worker thread: decode each camera's frame once, then run every head
         someone listens to once on the frames it is wanted for, and publish."""
@@ -333,6 +333,11 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(f"no 3D outputs for a frame from {topic}: {exc}",
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return None
+
+    def _frame_sizes(self) -> list[tuple[int, int]]:
+        """``(height, width)`` of each camera's last decoded frame (none before one)."""
+        camera = self._input
+        return [c.frame_hw for c in camera.cameras if c.frame_hw] if camera else []
 
     def _input_topic(self) -> str:
         camera = self._input

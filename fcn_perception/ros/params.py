@@ -20,7 +20,7 @@ from typing import Any
 
 from fcn_perception.inference import backends
 from fcn_perception.inference.contract import check_task
-from fcn_perception.inference.geometry import MAX_NETWORK_PIXELS, Geometry
+from fcn_perception.inference.geometry import MAX_NETWORK_PIXELS, POLICIES, Geometry
 
 
 def kind_of(value) -> str:
@@ -138,8 +138,6 @@ NODE_PARAMS = (
               minimum=0.0, maximum=10.0),
 )
 
-ASPECT_POLICIES = ("resize", "letterbox", "crop")
-
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 
 PREDICTOR_PARAMS = (
@@ -171,7 +169,7 @@ PREDICTOR_PARAMS = (
     ParamSpec("aspect_policy", "resize", "how a frame (or ROI) whose aspect differs from the "
               "network input's is fitted: resize (stretch), letterbox (scale to fit, pad "
               "with the mean colour) or crop (centre crop; the sides get label 255, no "
-              "boxes); outputs are always in input-image pixels", choices=ASPECT_POLICIES,
+              "boxes); outputs are always in input-image pixels", choices=POLICIES,
               runtime=True),
     ParamSpec("roi_x", 0, "region of interest, left edge in input pixels", minimum=0,
               maximum=65535, runtime=True),

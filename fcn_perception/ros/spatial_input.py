@@ -21,7 +21,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
 from fcn_perception.ros import qos
-from fcn_perception.ros.input_gaps import stamp_ns
+from fcn_perception.ros.layout import stamp_ns
 from fcn_perception.spatial.depth import Intrinsics, depth_from_msg, intrinsics_from_msg
 from fcn_perception.spatial.sync import ApproximateSync
 
