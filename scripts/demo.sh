@@ -103,8 +103,9 @@ printf '$ detection_node %s\n' "${common[*]} -p score_threshold:=0.0 ${det_args[
 detection_node "${common[@]}" -p score_threshold:=0.0 "${det_args[@]}" \
   >"$OUT/logs/detection_node.log" 2>&1 &
 PIDS+=($!); DET_PID=$!
-printf '$ fcn-perception bag record /segmentation/labels /detections /camera/image_raw --out %s ...\n' "$REC"
-fcn-perception bag record /segmentation/labels /detections /camera/image_raw \
+# /diagnostics: the report names the backend each node ran on
+printf '$ fcn-perception bag record /segmentation/labels /detections /camera/image_raw /diagnostics --out %s ...\n' "$REC"
+fcn-perception bag record /segmentation/labels /detections /camera/image_raw /diagnostics \
   --wait-for /segmentation/labels /detections --out "$REC" --idle-timeout 10 \
   --wait-timeout 300 --ready-file "$OUT/logs/recorder.ready" >"$OUT/logs/record.log" 2>&1 &
 PIDS+=($!); REC_PID=$!

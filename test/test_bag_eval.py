@@ -2,14 +2,17 @@
 with the detection evaluator, re-scoring the predictions bag as a live run, drops, the
 report and the CLI.  Models are small random-initialised ones written to a temp dir."""
 import json
+import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from factories import DET_CLASSES, write_random_weights
 
 from fcn_perception.bag import typestore as T
-from fcn_perception.bag.eval import DET_TOPIC, SEG_TOPIC, evaluate_bag
+from fcn_perception.bag.eval import DET_TOPIC, DIAG_TOPIC, SEG_TOPIC, evaluate_bag
 from fcn_perception.bag.make import make_bag
 from fcn_perception.bag.read import Bag
 from fcn_perception.errors import BagError
@@ -105,7 +108,8 @@ def test_predictions_bag_holds_every_frame_with_input_headers(offline, bags):
     result = offline["mcap"]
     with Bag(result["predictions_bag"]) as pred, Bag(bags["mcap"]) as src:
         assert pred.topics == {SEG_TOPIC: (T.IMAGE, FRAMES),
-                               DET_TOPIC: (T.DETECTION_2D_ARRAY, FRAMES)}
+                               DET_TOPIC: (T.DETECTION_2D_ARRAY, FRAMES),
+                               DIAG_TOPIC: (T.DIAGNOSTIC_ARRAY, 1)}
         in_stamps = [m.stamp_ns for m in src.messages(["/camera/image_raw"])]
         for topic in (SEG_TOPIC, DET_TOPIC):
             msgs = list(pred.messages([topic]))
@@ -131,14 +135,16 @@ def test_rescoring_the_predictions_bag_as_a_live_run_gives_the_same_numbers(
     assert live["unmatched_predictions"] == 0
 
 
-def _drop_frames(src: Path, dst: Path, drop: set[int]) -> None:
-    """Copy a predictions bag without the messages of frames ``drop`` (by position)."""
+def _drop_frames(src: Path, dst: Path, drop: set[int], skip: tuple[str, ...] = ()) -> None:
+    """Copy a predictions bag without the messages of frames ``drop`` (by position) and
+    without the topics ``skip``."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     store = T.get_typestore()
     with Bag(src) as bag, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        conns = {t: w.add_connection(t, typ, typestore=store) for t, (typ, _) in bag.topics.items()}
-        for topic, _, index, log_ns, raw in bag.raw_messages(sorted(bag.topics)):
+        topics = sorted(t for t in bag.topics if t not in skip)
+        conns = {t: w.add_connection(t, bag.topics[t][0], typestore=store) for t in topics}
+        for topic, _, index, log_ns, raw in bag.raw_messages(topics):
             if index not in drop:
                 w.write(conns[topic], log_ns, raw)
 
@@ -176,6 +182,137 @@ def test_report_has_every_section_with_embedded_pictures(offline):
     folder = Path(result["report"]).parent
     assert not (folder / "segmentation.json").exists()  # the metrics go to --json only
     assert Path(result["segmentation"]["iou_png"]).parent == folder
+
+
+class _Page(HTMLParser):
+    """The report's summary rows, figure captions and picture alt texts."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.rows, self.captions, self.alts = [], [], []
+        self._cells, self._in = None, None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._cells = []
+        elif tag in ("td", "figcaption"):
+            self._in = tag
+            if tag == "td":
+                self._cells.append("")
+            else:
+                self.captions.append("")
+        elif tag == "img":
+            self.alts.append(dict(attrs).get("alt", ""))
+
+    def handle_endtag(self, tag):
+        if tag == "tr" and self._cells:
+            self.rows.append(tuple(self._cells))
+        if tag in ("td", "figcaption"):
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "td":
+            self._cells[-1] += data
+        elif self._in == "figcaption":
+            self.captions[-1] += data
+
+
+def test_report_names_the_backend_formats_stamps_and_labels_ground_truth_without_scores(
+        offline, bags, predictors, tmp_path):
+    page = _Page(Path(offline["mcap"]["report"]).read_text())
+    summary = dict(r for r in page.rows if len(r) == 2)
+    for task, model in (("segmentation", "FCN-8s ResNet-18"), ("detection", "R-FCN ResNet-18")):
+        assert summary[f"{task} backend"] == "torch-cpu (cpu, fp32)", summary
+        assert summary[f"{task} model"] == f"{model} ({task}.safetensors)", summary
+    # stamps as seconds with milliseconds and as UTC time (bag make starts at 1.7e9 s)
+    assert len(page.captions) == 2 * 4
+    for caption in page.captions:
+        assert re.search(r"stamp 1700000000\.\d{3} s \(2023-11-14 22:13:2\d\.\d{3} UTC\)",
+                         caption), caption
+        assert not re.search(r"\d{12}", caption), caption  # no raw nanoseconds
+    # detection examples: ground truth named only, predictions with their score
+    examples = [a for a in page.alts if a.startswith("ground truth: ")]
+    assert len(examples) == 4
+    names = set(DET_CLASSES)
+    gt_seen = 0
+    for alt in examples:
+        gt, _, predicted = alt.removeprefix("ground truth: ").partition("; predicted: ")
+        for label in gt.split(", "):
+            assert label in names, alt  # "Car", never "Car 1.00"
+            gt_seen += 1
+        for label in filter(None, predicted.split(", ")):
+            if label != "none":
+                name, score = label.rsplit(" ", 1)
+                assert name in names and re.fullmatch(r"[01]\.\d\d", score), alt
+    assert gt_seen > 0
+    # a live run's recording names the backend when it holds the nodes' /diagnostics
+    # (the offline predictions bag has one, as the nodes publish it) and says so if not
+    with Bag(offline["mcap"]["predictions_bag"]) as pred:
+        assert pred.topics[DIAG_TOPIC] == (T.DIAGNOSTIC_ARRAY, 1)
+    without = tmp_path / "without_diagnostics"
+    _drop_frames(Path(offline["mcap"]["predictions_bag"]), without, set(), skip=(DIAG_TOPIC,))
+    for predictions, expected in ((offline["mcap"]["predictions_bag"], "torch-cpu (cpu, fp32)"),
+                                  (without, "not recorded")):
+        live = evaluate_bag(bags["mcap"], tmp_path / "m.json", tmp_path / "r",
+                            predictions=predictions, seg_card=predictors["segmentation"].card,
+                            det_card=predictors["detection"].card, progress=False,
+                            log=lambda s: None)
+        summary = dict(r for r in _Page(Path(live["report"]).read_text()).rows if len(r) == 2)
+        assert summary["detection backend"].startswith(expected), summary
+
+
+def test_labels_stay_inside_the_picture():
+    """A label wider than its box at the right edge is moved left, at the top edge it
+    goes inside the box: the whole tab of the box in the middle of the picture is found,
+    pixel for pixel, in the pictures of boxes at the edges."""
+    import cv2
+
+    from fcn_perception.imaging.drawing import draw_detections, palette_lut, tab_origin
+
+    assert tab_origin(470, 50, 60, 12, 480, 360) == (420, 38)  # right edge: moved left
+    assert tab_origin(100, 5, 60, 12, 480, 360) == (100, 5)  # top edge: inside the box
+    assert tab_origin(100, 50, 60, 12, 480, 360) == (100, 38)  # else above the box
+    lut = palette_lut([(255, 255, 0)])
+    black = np.zeros((120, 200, 3), np.uint8)
+
+    def drawn(box):
+        return draw_detections(black, np.array([box], np.float32), np.array([0.97]),
+                               np.array([0]), ["Bicyclist"], lut)
+
+    middle = drawn([80, 60, 100, 90])
+    ys, xs = np.nonzero(middle[:60].any(axis=2))  # above the box: only its tab
+    tab = middle[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    assert tab.shape[0] >= 10 and tab.shape[1] > 3 * 20  # wider than the box
+    for box in ([179, 60, 199, 90], [0, 0, 20, 30], [179, 0, 199, 30]):
+        found = cv2.minMaxLoc(cv2.matchTemplate(drawn(box), tab, cv2.TM_SQDIFF))[0]
+        assert found == 0, box
+
+
+def test_report_renders_in_a_browser(offline, tmp_path):
+    """Headless Chromium shows the report's detection example at its own size (the
+    picture found pixel for pixel in the screenshot).  Skipped without Chromium; the
+    HTML-level test above checks the content either way."""
+    import subprocess
+
+    import cv2
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on PATH")
+    report = Path(offline["mcap"]["report"])
+    shot = tmp_path / "report.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+           f"--screenshot={shot}", "--window-size=1400,9000", report.as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    if not shot.is_file():
+        pytest.skip(f"chromium did not render here: {done.stderr[-300:]}")
+    screen = cv2.imread(str(shot))
+    example = cv2.imread(str(sorted((report.parent / "samples").glob("*_det.jpg"))[0]))
+    score = cv2.minMaxLoc(cv2.matchTemplate(screen, example, cv2.TM_CCOEFF_NORMED))[1]
+    assert score > 0.95, score
 
 
 def test_cli_eval_agrees_with_cli_evaluate_and_writes_report(bags, weights, split_file, tmp_path,

@@ -181,7 +181,7 @@ def test_live_round_trip_through_the_nodes(ros_domain, tmp_path):
         rec_log = tmp_path / "record.log"
         recorder = subprocess.Popen(
             [str(BIN / "fcn-perception"), "bag", "record", "/segmentation/labels", "/detections",
-             "/camera/image_raw", "--wait-for", "/segmentation/labels", "/detections",
+             "/camera/image_raw", "/diagnostics", "--wait-for", "/segmentation/labels", "/detections",
              "/camera/image_raw", "--out", str(tmp_path / "rec"), "--ready-file", str(ready),
              "--wait-timeout", "300", "--idle-timeout", "15"],
             stdout=open(rec_log, "w"), stderr=subprocess.STDOUT)
@@ -217,6 +217,11 @@ def test_live_round_trip_through_the_nodes(ros_domain, tmp_path):
             task, result["latency_ms"], fr)
     assert result["unmatched_predictions"] == 0
     assert Path(result["report"]).is_file()
+    # the nodes' diagnostics, recorded with the outputs, name where each model ran
+    for task in ("segmentation", "detection"):
+        assert {k: result["models"][task][k] for k in ("backend", "device")} == {
+            "backend": "torch-cpu", "device": "cpu"}, result["models"]
+    assert "torch-cpu (cpu, fp32)" in Path(result["report"]).read_text()
 
     with Bag(bag) as src, Bag(tmp_path / "rec") as rec:
         assert rec.topics["/camera/image_raw"][1] == frames

@@ -92,7 +92,9 @@ def register(subparsers) -> None:
                    help="auto: best effort if a publisher is, else reliable")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--idle-timeout", type=float, default=None,
-                   help="stop S seconds after the last message")
+                   help="stop S seconds after the last message (messages of "
+                   "diagnostic_msgs/DiagnosticArray topics, which nodes publish every "
+                   "second, do not count)")
     p.add_argument("--max-messages", type=int, default=None,
                    help="stop once every topic has N messages")
     p.add_argument("--wait-for", nargs="+", default=None, metavar="TOPIC",

@@ -47,10 +47,12 @@ from fcn_perception.evaluation.segmentation import (
     draw_pictures,
     segmentation_scores,
 )
+from fcn_perception.inference.backends import device_of
 from fcn_perception.inference.results import DetectionResult
 
 SEG_TOPIC = "/segmentation/labels"
 DET_TOPIC = "/detections"
+DIAG_TOPIC = "/diagnostics"  # the nodes' backend, device and precision (DiagnosticArray)
 
 
 @dataclass
@@ -252,9 +254,14 @@ def evaluate_offline(bag_path: str | Path | Bag, json_path: str | Path, report_d
     if output_bag is None:
         output_bag = report_dir / "predictions_bag"
         shutil.rmtree(output_bag, ignore_errors=True)
+    predictors = {"segmentation": segmenter, "detection": detector}
+    backends = {task: {"backend": p.backend_name, "device": device_of(p.backend_name),
+                       "precision": p.precision}
+                for task, p in predictors.items() if getattr(p, "backend_name", None)}
     with _opened(bag_path) as bag:
         image_topic, label_topic = bag.image_topic(image_topic), bag.label_topic(label_topic)
-        with PredictionWriter(output_bag, segmenter is not None, detector is not None) as out:
+        with PredictionWriter(output_bag, segmenter is not None, detector is not None,
+                              backends) as out:
             def predict(frame: Frame) -> Prediction:
                 pred = _predict(segmenter, detector, frame, bag, image_topic)
                 out.write(frame.stamp, pred, frame.frame_id)
@@ -265,7 +272,7 @@ def evaluate_offline(bag_path: str | Path | Bag, json_path: str | Path, report_d
     result = _result(bag.path, "offline", image_topic, label_topic, scored, tasks)
     result["latency_kind"] = "predictor call (preprocess + model + postprocess)"
     result["models"] = _models(tasks, segmenter and segmenter.card, detector and detector.card,
-                               {"segmentation": segmenter, "detection": detector})
+                               backends)
     result["predictions_bag"] = str(output_bag)
     return write_results(result, json_path, report_dir, scored.scorer, tasks)
 
@@ -295,7 +302,7 @@ def evaluate_live(bag_path: str | Path | Bag, predictions: str | Path | Bag, jso
         answered["frames"] = scored.scorer.frames - scored.scorer.seg_dropped
         result["segmentation_answered"] = answered
     result["latency_kind"] = "end to end: output received - input received by the recorder"
-    result["models"] = _models(tasks, seg_card, det_card, {})
+    result["models"] = _models(tasks, seg_card, det_card, recorded.backends)
     result["predictions_bag"] = str(recorded.path)
     result["prediction_topics"] = {"segmentation": recorded.seg_topic,
                                    "detection": recorded.det_topic}
@@ -363,11 +370,13 @@ def _result(bag_path, mode: str, image_topic: str, label_topic: str, scored: Sco
 
 
 def _models(tasks: Tasks, seg_card: dict | None, det_card: dict | None,
-            predictors: dict) -> dict:
+            backends: dict[str, dict[str, str]]) -> dict:
+    """Each scored task's weights, architecture and where it ran (``backend``, ``device``,
+    ``precision``: None where a live run's recording has no diagnostics)."""
     cards = {"segmentation": (seg_card or {}, tasks.seg_classes),
              "detection": (det_card or {}, tasks.det_classes)}
     return {task: {"weights": card.get("weights"), "architecture": card.get("architecture"),
-                   "backend": predictors[task].backend_name if predictors.get(task) else None}
+                   **{k: backends.get(task, {}).get(k) for k in T.BACKEND_KEYS}}
             for task, (card, on) in cards.items() if on}
 
 
@@ -424,13 +433,19 @@ def _predict(segmenter, detector, frame: Frame, bag: Bag, topic: str) -> Predict
 
 
 class PredictionWriter:
-    """The output bag: predictions with the input headers, on the nodes' topics."""
+    """The output bag: predictions with the input headers, on the nodes' topics, and
+    (with ``backends``, ``{task: {backend, device, precision}}``) one ``/diagnostics``
+    message naming them as the nodes do, so the bag re-scored as a live run names them."""
 
-    def __init__(self, path, seg: bool, det: bool) -> None:
+    def __init__(self, path, seg: bool, det: bool,
+                 backends: dict[str, dict[str, str]] | None = None) -> None:
         self.store = T.get_typestore()
         self.writer = Writer(path, version=Writer.VERSION_LATEST,
                              storage_plugin=StoragePlugin.MCAP)
         self.writer.open()
+        self.backends = backends or {}
+        self.diag = self.writer.add_connection(DIAG_TOPIC, T.DIAGNOSTIC_ARRAY,
+                                               typestore=self.store) if self.backends else None
         self.seg = self.writer.add_connection(SEG_TOPIC, T.IMAGE, typestore=self.store) \
             if seg else None
         self.det = self.writer.add_connection(DET_TOPIC, T.DETECTION_2D_ARRAY,
@@ -443,6 +458,11 @@ class PredictionWriter:
         self.writer.close()
 
     def write(self, stamp: int, pred: Prediction, frame_id: str) -> None:
+        if self.diag is not None:  # once, with the first frame
+            msg = T.diagnostics_msg(stamp, {f"bag eval: {task}": values
+                                            for task, values in self.backends.items()})
+            self.writer.write(self.diag, stamp, self.store.serialize_cdr(msg, T.DIAGNOSTIC_ARRAY))
+            self.diag = None
         if self.seg is not None:
             msg = T.image_msg(pred.labels, stamp, frame_id)
             self.writer.write(self.seg, stamp, self.store.serialize_cdr(msg, T.IMAGE))
@@ -464,6 +484,7 @@ class RecordedPredictions:
         self.seg: dict[int, tuple[bytes, tuple[int, int], int]] = {}
         self.det: dict[int, tuple[tuple, int]] = {}
         self.inputs: dict[int, int] = {}
+        self.backends: dict[str, dict[str, str]] = {}  # from the nodes' diagnostics
         with _opened(path) as rec:
             self.path = rec.path
             self.seg_topic = _pick(rec, "segmentation/labels", T.IMAGE) if want_seg else None
@@ -475,10 +496,14 @@ class RecordedPredictions:
                                 "Detection2DArray); record the nodes' outputs with "
                                 "fcn-perception bag record")
             input_topic = image_topic if image_topic in rec.topics else None
-            topics = [t for t in (self.seg_topic, self.det_topic, input_topic) if t]
+            diag_topic = DIAG_TOPIC if DIAG_TOPIC in rec.topics_of_type(T.DIAGNOSTIC_ARRAY) \
+                else None
+            topics = [t for t in (self.seg_topic, self.det_topic, input_topic, diag_topic) if t]
             for m in rec.messages(topics):
                 s = m.stamp_ns
-                if m.topic == self.seg_topic:
+                if m.topic == diag_topic:
+                    self.backends.update(T.backends_from_diagnostics(m.msg))
+                elif m.topic == self.seg_topic:
                     if s not in self.seg:
                         labels = rec.decode_label(m)
                         self.seg[s] = (zlib.compress(labels.tobytes(), 1), labels.shape,

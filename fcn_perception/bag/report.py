@@ -2,21 +2,31 @@
 as data URIs; plots PNG, photographs JPEG) in the report folder, beside the pictures
 themselves.
 
-Contents: a summary (frames, drops, headline metrics), per-class IoU bars, the
-confusion matrix, latency histograms, sample overlays (frame | ground truth |
-prediction) and detection examples (derived ground-truth boxes | predicted boxes).
+Contents: a summary (frames, drops, the models and the backend each ran on, headline
+metrics), per-class IoU bars, the confusion matrix, latency histograms, sample overlays
+(frame | ground truth | prediction) and detection examples (derived ground-truth boxes,
+labelled with their class | predicted boxes, with class and score).  Header stamps are
+shown as seconds (and as UTC time when they are wall-clock times).
 """
 from __future__ import annotations
 
 import base64
 import html
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fcn_perception.card import model_title
 from fcn_perception.evaluation.plots import plot_latency_histogram
-from fcn_perception.imaging.drawing import blend, colorize, draw_detections, palette_lut
+from fcn_perception.imaging.drawing import (
+    blend,
+    colorize,
+    detection_labels,
+    draw_detections,
+    palette_lut,
+)
 
 #: the examples draw at most DRAW_TOP predicted boxes scoring DRAW_MIN or more (all are scored)
 DRAW_TOP = 10
@@ -32,6 +42,26 @@ def _data_uri(path: Path) -> str:
 def _img(path, alt: str, width: str = "100%") -> str:
     return (f'<img src="{_data_uri(Path(path))}" alt="{html.escape(alt)}" '
             f'style="max-width:{width}">')
+
+
+def format_stamp(stamp_ns: int) -> str:
+    """A header stamp as ``"<seconds>.<ms> s"``, with the UTC time after it when the stamp
+    is a wall-clock time (2000 or later; simulated and boot clocks start near 0)."""
+    sec, ns = divmod(int(stamp_ns), 1_000_000_000)
+    text = f"{sec}.{ns // 1_000_000:03d} s"
+    if sec >= 946_684_800:
+        utc = datetime.fromtimestamp(sec, tz=timezone.utc)
+        text += f" ({utc:%Y-%m-%d %H:%M:%S}.{ns // 1_000_000:03d} UTC)"
+    return text
+
+
+def _runs_on(model: dict) -> str:
+    """``"onnxruntime-cpu (cpu, fp32)"``, or why the backend is not known."""
+    if not model.get("backend"):
+        return ("not recorded (the predictions bag has no /diagnostics from the nodes; "
+                "record it with the outputs)")
+    extra = ", ".join(str(model[k]) for k in ("device", "precision") if model.get(k))
+    return f"{model['backend']} ({extra})" if extra else str(model["backend"])
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -65,11 +95,11 @@ def _sample_pictures(report_dir: Path, scorer, palette) -> tuple[list, list]:
                                for i in scorer.box_rule.label_ids])
     out_dir = report_dir / "samples"
     out_dir.mkdir(exist_ok=True)
-    overlays, detections = [], []
+    overlays, detections = [], []  # (picture, caption) and (picture, caption, box labels)
     for s in scorer.samples:
         image, label, pred = s["image"], s["label"], s["pred"]
         name = f"frame{s['index']:05d}"
-        caption = f"frame {s['index']}, stamp {s['stamp']} ns"
+        caption = f"frame {s['index']}, stamp {format_stamp(s['stamp'])}"
         if scorer.conf is not None:
             gt = blend(image, colorize(label, seg_lut), OVERLAY_ALPHA)
             if pred.labels is not None:
@@ -84,8 +114,9 @@ def _sample_pictures(report_dir: Path, scorer, palette) -> tuple[list, list]:
         if det_lut is not None and s["gt_boxes"] is not None:
             gt_boxes, gt_cls = s["gt_boxes"]
             classes = list(scorer.det_classes)
-            left = draw_detections(image, gt_boxes, np.ones(len(gt_boxes), np.float32), gt_cls,
-                                   classes, det_lut)
+            left = draw_detections(image, gt_boxes, None, gt_cls, classes, det_lut)
+            labels = "ground truth: " + (", ".join(detection_labels(None, gt_cls, classes))
+                                         or "none")
             if pred.detections is not None:
                 d = pred.detections
                 boxes, scores, cls = d.boxes, d.scores, d.class_ids
@@ -96,11 +127,13 @@ def _sample_pictures(report_dir: Path, scorer, palette) -> tuple[list, list]:
                 cap = (f"{caption}; {len(gt_boxes)} ground-truth boxes; {len(keep)} of "
                        f"{len(scores)} predicted boxes drawn (the best {DRAW_TOP} scoring "
                        f">= {DRAW_MIN})")
+                labels += "; predicted: " + (", ".join(
+                    detection_labels(scores[keep], cls[keep], classes)) or "none")
             else:
                 right = (image // 3).astype(np.uint8)
                 cap = f"{caption}; no detections (dropped)"
             path = _save_jpeg(np.concatenate([left, right], axis=1), out_dir / f"{name}_det.jpg")
-            detections.append((path, cap))
+            detections.append((path, cap, labels))
     return overlays, detections
 
 
@@ -121,7 +154,15 @@ def write_report(report_dir: str | Path, result: dict, scorer, palette,
              f"<code>{html.escape(result['image_topic'])}</code>, ground truth "
              f"<code>{html.escape(result['label_topic'])}</code>.</p>"]
     fr = result["frames"]
-    rows = [("frames with ground truth (scored)", fr["scored"]),
+    rows = []
+    for task, model in result.get("models", {}).items():
+        title = model_title(model) if model.get("architecture") else None
+        weights = Path(model["weights"]).name if model.get("weights") else None
+        if title or weights:
+            rows.append((f"{task} model", " ".join(x for x in (title, weights and f"({weights})")
+                                                   if x)))
+        rows.append((f"{task} backend", _runs_on(model)))
+    rows += [("frames with ground truth (scored)", fr["scored"]),
             ("frames without ground truth", fr["without_ground_truth"])]
     for task in ("segmentation", "detection"):
         if f"{task}_answered" in fr:
@@ -177,8 +218,8 @@ def write_report(report_dir: str | Path, result: dict, scorer, palette,
     if dets:
         parts.append("<h2>Detection examples</h2><p>derived ground-truth boxes | predicted "
                      "boxes</p>")
-        parts += [f"<figure>{_img(p, c)}<figcaption>{html.escape(c)}</figcaption></figure>"
-                  for p, c in dets]
+        parts += [f"<figure>{_img(p, labels)}<figcaption>{html.escape(c)}</figcaption></figure>"
+                  for p, c, labels in dets]
     parts.append(f"<p>Predictions bag: <code>{html.escape(str(result.get('predictions_bag')))}"
                  "</code>.</p>")
     style = ("body{font-family:sans-serif;max-width:1500px;margin:1em auto;padding:0 1em}"

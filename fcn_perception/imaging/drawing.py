@@ -47,35 +47,55 @@ def blend(rgb: np.ndarray, color: np.ndarray, alpha: float) -> np.ndarray:
     return (out >> 8).astype(np.uint8)
 
 
+def detection_labels(scores: np.ndarray | None, class_ids: np.ndarray,
+                     classes: list[str]) -> list[str]:
+    """The text of each box's tab: ``"<name> <score>"``, or ``"<name>"`` without scores
+    (ground truth)."""
+    names = [classes[int(c)] if 0 <= int(c) < len(classes) else str(int(c))
+             for c in np.asarray(class_ids)]
+    if scores is None:
+        return names
+    return [f"{name} {float(score):.2f}" for name, score in zip(names, np.asarray(scores))]
+
+
+def tab_origin(x1: float, y1: float, tab_w: float, tab_h: float, w: int, h: int):
+    """Top-left corner of a ``tab_w x tab_h`` label tab for a box whose top-left corner is
+    ``(x1, y1)`` in a ``w x h`` image: above the box, inside it at the top edge, and moved
+    left (right-aligned with the image) where it would run past the right edge."""
+    tx = max(0.0, min(x1, w - tab_w))
+    ty = y1 - tab_h if y1 - tab_h >= 0 else max(0.0, min(y1, h - tab_h))
+    return tx, ty
+
+
 def draw_detections(
     rgb: np.ndarray,
     boxes: np.ndarray,
-    scores: np.ndarray,
+    scores: np.ndarray | None,
     class_ids: np.ndarray,
     classes: list[str],
     lut: np.ndarray,
     width: int = 2,
 ) -> np.ndarray:
     """A copy of ``rgb`` with each box outlined in its class colour and labelled
-    ``"<name> <score>"`` on a filled tab above (or inside, at the top edge) the box."""
+    (:func:`detection_labels`: ``"<name> <score>"``, the name alone when ``scores`` is
+    None) on a filled tab placed by :func:`tab_origin`, so it stays inside the image."""
     img = Image.fromarray(np.ascontiguousarray(rgb))
-    if len(scores) == 0:
+    if len(class_ids) == 0:
         return np.array(img)
     draw = ImageDraw.Draw(img)
     h, w = rgb.shape[:2]
-    for box, score, cid in zip(np.asarray(boxes), np.asarray(scores), np.asarray(class_ids)):
+    texts = detection_labels(scores, class_ids, classes)
+    for box, cid, text in zip(np.asarray(boxes), np.asarray(class_ids), texts):
         x1, y1, x2, y2 = (float(v) for v in box)
         x1, x2 = max(0.0, min(x1, w - 1.0)), max(0.0, min(x2, w - 1.0))
         y1, y2 = max(0.0, min(y1, h - 1.0)), max(0.0, min(y2, h - 1.0))
-        cid = int(cid)
-        colour = tuple(int(c) for c in lut[cid % 256])
+        colour = tuple(int(c) for c in lut[int(cid) % 256])
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
-        name = classes[cid] if 0 <= cid < len(classes) else str(cid)
-        text = f"{name} {float(score):.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text)
         tw, th = right - left + 4, bottom - top + 4
-        ty = y1 - th if y1 - th >= 0 else y1
-        draw.rectangle((x1, ty, x1 + tw, ty + th), fill=colour)
+        tx, ty = tab_origin(x1, y1, tw, th, w, h)
+        draw.rectangle((tx, ty, tx + tw - 1, ty + th - 1), fill=colour)
         luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-        draw.text((x1 + 2 - left, ty + 2 - top), text, fill=(0, 0, 0) if luminance > 128 else (255, 255, 255))
+        draw.text((tx + 2 - left, ty + 2 - top), text,
+                  fill=(0, 0, 0) if luminance > 128 else (255, 255, 255))
     return np.array(img)
