@@ -16,6 +16,8 @@ any module may use it.
 * :class:`CheckpointError`: a training checkpoint (``last.pt``) that cannot be resumed
 * :class:`BagError`: a rosbag2 bag
 * :class:`BackendUnavailable`: a backend that cannot run on this machine
+
+:func:`yaml_problem` words a YAML syntax error for such one-line messages.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ __all__ = [
     "ModelFileError",
     "ParameterError",
     "WeightsError",
+    "yaml_problem",
 ]
 
 
@@ -86,6 +89,15 @@ class CheckpointError(ValueError):
 
 class BagError(ValueError):
     """A bag that is missing, unreadable, or lacks what a command needs."""
+
+
+def yaml_problem(exc: Exception) -> tuple[str, str]:
+    """``(where, what)`` of a ``yaml.YAMLError`` for a one-line message, e.g.
+    ``("line 3, column 5", "mapping values are not allowed here")``; ``where`` is empty
+    when PyYAML gives no position."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return where, getattr(exc, "problem", None) or (str(exc).splitlines() or [""])[0]
 
 
 class BackendUnavailable(RuntimeError):

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcn_perception.errors import DatasetError
+from fcn_perception.errors import DatasetError, yaml_problem
 from fcn_perception.evaluation.camvid import Sample, read_class_dict, read_split, rgb_to_ids
 
 DATASETS = Path(__file__).resolve().parent / "datasets"
@@ -200,9 +200,8 @@ def read_dataset_file(path: str | Path, root: str | Path | None = None) -> Datas
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where, problem = yaml_problem(exc)
+        where = f" ({where})" if where else ""
         raise DatasetError(f"dataset file {path}: is not valid YAML{where}: {problem}; fix "
                            "the syntax") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from fcn_perception.errors import ParameterError
+from fcn_perception.errors import ParameterError, yaml_problem
 from fcn_perception.ros.params import ParamSpec, kind_of
 
 KIND_WORDS = {"bool": "true or false", "int": "an integer", "float": "a float",
@@ -139,9 +139,8 @@ def read_params_file(path: str | Path) -> dict:
         raise ParameterError(f"parameters file {path} is not a text file; pass a YAML file "
                              "to --params-file") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where, problem = yaml_problem(exc)
+        at = f" at {where}" if where else ""
         raise ParameterError(f"parameters file {path}: YAML syntax error{at} ({problem}); "
                              "fix the indentation or quoting there") from None
     except OSError as exc:
