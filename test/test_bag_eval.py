@@ -254,10 +254,13 @@ def test_report_names_the_backend_formats_stamps_and_labels_ground_truth_without
     _drop_frames(Path(offline["mcap"]["predictions_bag"]), without, set(), skip=(DIAG_TOPIC,))
     for predictions, expected in ((offline["mcap"]["predictions_bag"], "torch-cpu (cpu, fp32)"),
                                   (without, "not recorded")):
-        live = evaluate_bag(bags["mcap"], tmp_path / "m.json", tmp_path / "r",
-                            predictions=predictions, seg_card=predictors["segmentation"].card,
-                            det_card=predictors["detection"].card, progress=False,
-                            log=lambda s: None)
+        logs = []
+        with Bag(predictions) as opened:  # open, as the CLI passes it
+            live = evaluate_bag(bags["mcap"], tmp_path / "m.json", tmp_path / "r",
+                                predictions=opened, seg_card=predictors["segmentation"].card,
+                                det_card=predictors["detection"].card, progress=False,
+                                log=logs.append)
+        assert any(f"outputs in {predictions}" in line for line in logs), logs
         summary = dict(r for r in _Page(Path(live["report"]).read_text()).rows if len(r) == 2)
         assert summary["detection backend"].startswith(expected), summary
 

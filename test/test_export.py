@@ -297,6 +297,23 @@ def test_int8_arithmetic_agrees_with_fp32_with_ort_optimisations_on_and_off(
     assert same / total >= 0.95, (fmt, optimize, same / total)
 
 
+def test_int8_runs_a_quantised_file_without_frames_and_says_how_to_make_one(seg_onnx,
+                                                                          onnx_dir):
+    """How a node runs int8 (it has no calibration parameter): its model is an int8 file,
+    and precision int8 asks for no frames then; a float model gets the command that
+    makes one."""
+    path = _int8(seg_onnx, "segmentation", "onnxruntime", onnx_dir)
+    q = fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", path, precision="int8")
+    assert q.backend.precision == "int8" and q.backend.path == Path(path)
+    with pytest.raises(ValueError) as err:
+        fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", seg_onnx,
+                                      precision="int8")
+    text = str(err.value)
+    assert seg_onnx.name in text and "is not one" in text, text
+    assert "fcn-perception export --weights W --precision int8 --calibration-images" in text
+    assert "model parameter" in text
+
+
 def test_int8_format_is_recognised_without_our_metadata(seg_onnx, onnx_dir):
     """A Q/DQ file from another tool (no fcn_perception metadata) is run in the arithmetic
     of its activations' type: int8 -> TensorRT's, uint8 -> ONNX Runtime's kernels."""

@@ -81,13 +81,18 @@ def add_run_args(p) -> None:
     import argparse
 
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes (0: load in the main process)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of initialisation, data order and augmentation; each epoch "
+                        "reseeds from (seed, epoch), so --resume continues exactly "
+                        "(default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--limit-val", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="write no TensorBoard event files (metrics.jsonl is written anyway)")
 
 
 def epoch_loader(dataset, batch_size: int, seed: int, epoch: int, dist: DistInfo,

@@ -97,7 +97,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
                    help="backend precision (default: the backend's)")
     p.add_argument("--json", required=True, help="where to write the metrics JSON")
     p.add_argument("--pr-png", default=None, help="precision-recall plot (default: beside --json)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the backend runs; cpu/cuda narrow the backend choice "
+                        "(default auto)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the physical cores)")
     p.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
 

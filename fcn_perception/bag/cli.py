@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
     p.add_argument("--compressed", action="store_true",
                    help="also write /camera/image_raw/compressed (JPEG)")
-    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap",
+                   help="rosbag2 storage (default mcap)")
     p.add_argument("--limit", type=int, default=None, help="first N frames only")
     p.set_defaults(func=make_main)
 
@@ -50,8 +51,12 @@ def register(subparsers) -> None:
                    help="comma-separated: segmentation, detection (default both)")
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="inference backend (default auto)")
-    p.add_argument("--image-topic", default=None)
-    p.add_argument("--label-topic", default=None)
+    p.add_argument("--image-topic", default=None,
+                   help="camera topic (default: the bag's one Image/CompressedImage topic, "
+                        "raw preferred)")
+    p.add_argument("--label-topic", default=None,
+                   help="ground-truth mono8 label topic (default: /camera/labels, or the one "
+                        "topic named *labels)")
     p.add_argument("--output-bag", default=None,
                    help="predictions bag (default: REPORT/predictions_bag)")
     p.add_argument("--samples", type=int, default=4, help="frames shown in the report")
@@ -65,16 +70,20 @@ def register(subparsers) -> None:
         "from `bag make` to the perception nodes.  Topics can be selected and remapped, "
         "and playing can wait for the node's subscription.  Outputs carry the recorded "
         "header stamps; no /clock is published (for nodes on the bag's time, "
-        "use_sim_time:=true, play with `ros2 bag play --clock`).")
-    p.add_argument("bag")
+        "use_sim_time:=true, a ROS 2 install's `ros2 bag play --clock` does it; the PyPI "
+        "venv has no ros2 command).")
+    p.add_argument("bag", help="bag folder (or one .mcap/.db3 file)")
     p.add_argument("--rate", type=float, default=1.0, help="speed factor (default 1.0)")
     p.add_argument("--loop", action="store_true", help="play again and again")
     p.add_argument("--topics", nargs="+", default=None, help="topics to play (default all)")
-    p.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO")
-    p.add_argument("--qos", choices=("reliable", "best_effort"), default="reliable")
+    p.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO",
+                   help="publish topic FROM of the bag on TO")
+    p.add_argument("--qos", choices=("reliable", "best_effort"), default="reliable",
+                   help="reliability of the publishers (default reliable)")
     p.add_argument("--wait-for-subscribers", type=int, default=0, metavar="N",
                    help="wait until the camera topic has N subscribers before playing")
-    p.add_argument("--wait-timeout", type=float, default=60.0)
+    p.add_argument("--wait-timeout", type=float, default=60.0,
+                   help="seconds --wait-for-subscribers waits before it fails (default 60)")
     p.add_argument("--delay", type=float, default=0.0,
                    help="seconds to wait before the first message (after the wait)")
     p.set_defaults(func=play_main)
@@ -87,7 +96,8 @@ def register(subparsers) -> None:
         "--idle-timeout or --max-messages, or on Ctrl-C.")
     p.add_argument("topics", nargs="+", help="topics, e.g. /segmentation/labels /detections")
     p.add_argument("--out", required=True, help="bag to create")
-    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap",
+                   help="rosbag2 storage (default mcap)")
     p.add_argument("--qos", choices=("auto", "reliable", "best_effort"), default="auto",
                    help="auto: best effort if a publisher is, else reliable")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")

@@ -520,9 +520,9 @@ class RecordedPredictions:
         for task, want, topic in (("segmentation", want_seg, self.seg_topic),
                                   ("detection", want_det, self.det_topic)):
             if want and not topic:
-                log(f"bag eval: {path} has no {task} topic; {task} is not scored")
+                log(f"bag eval: {self.path} has no {task} topic; {task} is not scored")
         log(f"bag eval: {len(self.seg)} segmentation and {len(self.det)} detection outputs "
-            f"in {path}" + (f", {len(self.inputs)} inputs" if self.inputs else ""))
+            f"in {self.path}" + (f", {len(self.inputs)} inputs" if self.inputs else ""))
         self._seen: set[int] = set()
 
     def lookup(self, frame: Frame) -> Prediction:

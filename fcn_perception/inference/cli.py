@@ -200,7 +200,10 @@ def register(subparsers) -> None:
     _add_model_args(p)
     p.add_argument("--onnx", type=Path, default=None,
                    help="build from this ONNX file instead (fp32, or the fp16/int8 export)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+                   help="engine precision (default fp16); int8 from an int8 ONNX "
+                        "(`export --precision int8`) or from the fp32 one with "
+                        "--calibration-images")
     p.add_argument("--profile", default=None,
                    help="MINHxMINW:OPTHxOPTW:MAXHxMAXW (default 64x64:360x480:1088x1920, or "
                    "the card's fixed input size)")

@@ -145,6 +145,17 @@ def quantized_onnx(onnx_path: str | Path, calibration_images: str | Path, spec: 
     return path
 
 
+def int8_needs_a_quantized_onnx(path: str | Path) -> str:
+    """What to do when int8 is asked of a float model and no calibration frames were
+    given (a node has no parameter for them: it runs a quantised file)."""
+    return (f"int8 runs a calibrated int8 ONNX and {Path(path).name} is not one: make it "
+            "with `fcn-perception export --weights W --precision int8 --calibration-images "
+            "DIR` (frames like the ones it will see) and run that file (a node's model "
+            "parameter, load_predictor's weights), or give the frames to the command that "
+            "takes them (`fcn-perception build-engine --calibration-images DIR`, "
+            "load_predictor(..., calibration_images=DIR))")
+
+
 def check_int8_task(task: str | None) -> None:
     """Raise ValueError when ``task`` has no int8 path (detection).  Called where users ask
     for int8 (export, build-engine, the onnxruntime and tensorrt backends);

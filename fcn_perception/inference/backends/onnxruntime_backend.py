@@ -61,6 +61,19 @@ def io_specs(session) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return [spec(a) for a in session.get_inputs()], [spec(a) for a in session.get_outputs()]
 
 
+def _is_int8(path: Path) -> bool:
+    """Whether ``path`` is already an int8 Q/DQ graph (False if it cannot be read: the
+    session then says what is wrong)."""
+    import onnx
+
+    from fcn_perception.inference.int8_cpu import int8_format
+
+    try:
+        return int8_format(onnx.load(str(path), load_external_data=False)) is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _configure_int8(options, path: Path) -> str | None:
     """For an int8 Q/DQ graph, set ``options`` to the arithmetic that agrees with fp32 on
     any x86 CPU and return its name (:mod:`fcn_perception.inference.int8_cpu`); None for
@@ -130,12 +143,15 @@ class OnnxRuntimeBackend(Backend):
             providers[0] = (providers[0], opts)
         if not self.path.is_file():
             raise ModelFileError(f"ONNX file {self.path} does not exist")
-        if self.precision == "int8" and device == "cpu":
-            if calibration_images is None:
-                raise ValueError("onnxruntime-cpu int8 needs calibration_images (a folder of "
-                                 "frames like the ones it will see)")
-            from fcn_perception.inference.quantize import check_int8_task, quantized_onnx
+        if self.precision == "int8" and device == "cpu" and not _is_int8(self.path):
+            from fcn_perception.inference.quantize import (
+                check_int8_task,
+                int8_needs_a_quantized_onnx,
+                quantized_onnx,
+            )
 
+            if calibration_images is None:
+                raise ValueError(int8_needs_a_quantized_onnx(self.path))
             check_int8_task(task)
             self.path = quantized_onnx(self.path, calibration_images, spec, calibrator)
         options = session_options(num_threads)

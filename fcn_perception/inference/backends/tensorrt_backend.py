@@ -186,9 +186,9 @@ def plan_onnx(onnx_path: str | Path, plan: BuildPlan, card: dict,
     if plan.onnx_variant == "fp16":
         return fp16_onnx(onnx_path)
     if calibration_images is None:
-        raise ValueError("an int8 engine is built from a calibrated Q/DQ ONNX: give "
-                         "calibration_images (a folder of frames, --calibration-images), or "
-                         "an ONNX from `fcn-perception export --precision int8`")
+        from fcn_perception.inference.quantize import int8_needs_a_quantized_onnx
+
+        raise ValueError(int8_needs_a_quantized_onnx(onnx_path))
     return quantized_onnx(onnx_path, calibration_images, InputSpec.from_card(card),
                           calibrator, calibration_limit, fmt="tensorrt")
 
