@@ -14,17 +14,7 @@ from pathlib import Path
 
 import torch
 
-# DEFAULT_WEIGHTS ... write_card moved to fcn_perception.card and are imported from
-# there; fcn_perception/ros/heads.py and training/train_segmentation.py (edited by others
-# while this moved) still import them from here.
-from fcn_perception.card import (  # noqa: F401
-    DEFAULT_WEIGHTS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    allow_modified_weights,
-    verify_sha256,
-    write_card,
-)
+from fcn_perception.card import verify_sha256
 from fcn_perception.errors import WeightsError
 
 

@@ -68,6 +68,22 @@ def test_no_import_cycle_between_models_and_the_card_and_weights_code():
         assert name not in _reachable(graph, name), f"{name} is on an import cycle"
 
 
+def test_each_card_name_has_one_home():
+    """weights_io is tensors only: nothing of the card's is importable from it (the
+    compatibility re-exports are gone; their importers import fcn_perception.card)."""
+    import types
+
+    import fcn_perception.card as card
+    import fcn_perception.weights_io as weights_io
+
+    public = {n for n, v in vars(card).items() if not n.startswith("_")
+              and not isinstance(v, types.ModuleType)
+              and getattr(v, "__module__", "fcn_perception.card") == "fcn_perception.card"}
+    assert {"write_card", "DEFAULT_WEIGHTS", "allow_modified_weights", "validate_card"} <= public
+    shared = {n for n in public if getattr(weights_io, n, None) is getattr(card, n)}
+    assert shared <= {"verify_sha256"}, sorted(shared)  # the one weights_io calls
+
+
 def test_card_module_needs_no_torch():
     code = ("import sys; import fcn_perception.card as c; "
             "c.read_card(c.DEFAULT_WEIGHTS['detection']); "

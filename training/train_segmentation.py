@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from fcn_perception.card import IMAGENET_MEAN, IMAGENET_STD, write_card
 from fcn_perception.evaluation.segmentation import ConfusionMatrix
 from fcn_perception.models import SEGMENTATION_ARCHS, build_model
 from fcn_perception.models.backbones import BACKBONES
@@ -41,13 +42,7 @@ from fcn_perception.training.dataset_file import (
 )
 from fcn_perception.training.losses import class_frequencies, median_frequency_weights
 from fcn_perception.training.transforms import PHOTOMETRIC, SegmentationTransform
-from fcn_perception.weights_io import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    load_weights_into,
-    save_state_dict,
-    write_card,
-)
+from fcn_perception.weights_io import load_weights_into, save_state_dict
 
 
 class CachedSegmentationSet(Dataset):
