@@ -223,12 +223,25 @@ def ns_stamps(harness, topic: str) -> set[int]:
             for m in harness.received.get(topic, [])}
 
 
-def node_process(weights, profile: bool, monkeypatch):
+def node_process(harness, weights, profile: bool, monkeypatch):
+    """segmentation_node as a process (with config/fastdds.xml when ``profile``), once it
+    listens, and the harness subscribed to its labels and diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
     monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)} if profile else None
     proc = start_node("segmentation_node", [
         "-p", f"model:={weights['segmentation']}", "-p", "backend:=torch-cpu"], env)
-    return proc, OutputReader(proc, WAIT)
+    out = OutputReader(proc, WAIT)
+    try:
+        harness.subscribe("segmentation/labels", Image)
+        harness.subscribe("/diagnostics", DiagnosticArray)
+        out.wait_for("listening on /image", timeout=180)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, out
 
 
 def stop(proc) -> None:
@@ -258,14 +271,10 @@ def test_720p_without_profile_reliable_arrives_best_effort_warns(harness, weight
     the default parameters (qos_reliability auto takes reliable); a best-effort one loses
     its large frames in the 512 KiB shared-memory segment, and the node counts every one
     of them (the camera's true count) and goes WARN with the cause."""
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-    from sensor_msgs.msg import Image
+    from diagnostic_msgs.msg import DiagnosticStatus
 
-    node, out = node_process(weights, False, monkeypatch)
+    node, out = node_process(harness, weights, False, monkeypatch)
     try:
-        harness.subscribe("segmentation/labels", Image)
-        harness.subscribe("/diagnostics", DiagnosticArray)
-        out.wait_for("listening on /image", timeout=180)
         stamps = run_camera(harness, camera("/image", "reliable", False), "reliable")
         got = answered(harness, stamps, 0.95, "answers to the reliable camera")
         print(f"\nreliable 720x1280, no profile: {got} of {len(stamps)} answered")
@@ -299,14 +308,8 @@ def test_720p_without_profile_reliable_arrives_best_effort_warns(harness, weight
 def test_720p_best_effort_with_the_profile_arrives(harness, weights, monkeypatch):
     """config/fastdds.xml loaded by the camera and the node: a best-effort 720x1280
     camera at 2 Hz gets >= 95% answered, nothing counted lost."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import Image
-
-    node, out = node_process(weights, True, monkeypatch)
+    node, out = node_process(harness, weights, True, monkeypatch)
     try:
-        harness.subscribe("segmentation/labels", Image)
-        harness.subscribe("/diagnostics", DiagnosticArray)
-        out.wait_for("listening on /image", timeout=180)
         stamps = run_camera(harness, camera("/image", "best_effort", True), "best_effort")
         got = answered(harness, stamps, 0.95, "answers to the best-effort camera")
         _, values = harness.diagnostics(
