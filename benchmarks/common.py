@@ -29,6 +29,16 @@ def camvid_frames(count: int = 1, image: Path | None = None) -> list[np.ndarray]
                      "benchmark from a checkout of the repository (or pass --image)")
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB (NaN once it is gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:
+        return float("nan")
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 

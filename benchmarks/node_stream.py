@@ -24,17 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import camvid_frames, cpu_line, load_average  # noqa: E402
+from common import camvid_frames, cpu_line, load_average, rss_mb  # noqa: E402
 
 NODE = "segmentation_node: segmentation"
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def main() -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -33,24 +32,21 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, camvid_frames, cpu_line, rss_mb  # noqa: E402
+
 PROFILE = ROOT / "config" / "fastdds.xml"
 TOPICS = [f"/cam{i}/image_raw" for i in (1, 2, 3)]
 SIZES = {"360x480": (360, 480), "720x1280": (720, 1280), "1080x1920": (1080, 1920)}
 
 
 # ---------------------------------------------------------------------------- camera
-def camvid_frames(size: tuple[int, int], count: int = 4) -> list[np.ndarray]:
-    """Real CamVid frames (../shared/camvid or the packaged sample) resized to ``size``."""
-    from PIL import Image
+def resized_frames(size: tuple[int, int], count: int = 4) -> list[np.ndarray]:
+    """Real CamVid frames resized to ``size`` (height, width)."""
+    import cv2
 
-    for folder in (ROOT.parent / "shared" / "camvid" / "val",
-                   ROOT / "fcn_perception" / "data" / "camvid_sample" / "val"):
-        files = sorted(folder.glob("*.png"))[:count]
-        if files:
-            return [np.asarray(Image.open(f).convert("RGB").resize(size[::-1], Image.BILINEAR))
-                    for f in files]
-    raise SystemExit("no CamVid frames (../shared/camvid/val or the packaged sample)")
+    return [cv2.resize(f, size[::-1], interpolation=cv2.INTER_LINEAR)
+            for f in camvid_frames(count)]
 
 
 def camera_main(argv: list[str]) -> int:
@@ -87,7 +83,7 @@ def camera_main(argv: list[str]) -> int:
         msg.header.frame_id = "camera"
         return msg
 
-    frames = [message(f) for f in camvid_frames((h, w))]
+    frames = [message(f) for f in resized_frames((h, w))]
     small = message(np.full((16, 16, 3), 128, np.uint8))
     while not all(p.get_subscription_count() > 0 for p in pubs):
         time.sleep(0.05)
@@ -135,17 +131,6 @@ def start_camera(topics, size: str, rate: float, count: int, qos: str, profile: 
 
 
 # ---------------------------------------------------------------------------- benchmark
-def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
-
-
 class Listener:
     """Labels of every camera and the node's diagnostics, in this process."""
 
@@ -270,19 +255,9 @@ def rows(quick: bool) -> list[tuple]:
     return out
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def markdown(results: list[dict], header: dict) -> str:
     lines = ["# Transport benchmark (benchmarks/transport.py)", "",
-             f"- CPU: {header['cpu']}, {header['cores']} cores; load average "
+             f"- CPU: {header['cpu']}; load average "
              f"{header['load_before']} before, {header['load_after']} after (the machine is "
              "shared with a training run and other jobs: latencies are the loaded machine's)",
              "- node: segmentation_node, default parameters (shipped FCN-8s Lite0 at each "
@@ -318,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_transport.md")
     args = ap.parse_args(argv)
     os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)  # the listener
-    header = {"cpu": cpu_model(), "cores": os.cpu_count(), "seconds": args.seconds,
+    header = {"cpu": cpu_line(), "cores": os.cpu_count(), "seconds": args.seconds,
               "load_before": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
     listener = Listener()
     results = []

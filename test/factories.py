@@ -159,12 +159,10 @@ def wait_until(predicate, timeout: float = 60.0, what: str = "condition", poll: 
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of process ``pid`` in MB (NaN once it is gone)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+    """Resident memory of process ``pid`` in MB."""
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 class OutputReader:

@@ -195,7 +195,7 @@ def register(subparsers) -> None:
         description="Build a TensorRT engine (TensorRT 10.3+ or 11) from the ONNX export and "
         "cache it under a key of ONNX sha256 + ONNX variant + TensorRT version + GPU + compute "
         "capability + precision + profile + build flags. Rebuilds only when the key changes; "
-        "run it once on the robot before launch, then point the node's `weights` at the "
+        "run it once on the robot before launch, then point the node's `model` at the "
         "printed path.")
     _add_model_args(p)
     p.add_argument("--onnx", type=Path, default=None,
