@@ -84,17 +84,9 @@ def _row_runs(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return change[0::2], change[1::2]
 
 def _reference_components(mask: np.ndarray, connectivity: int = 8):
-    """Components of a boolean mask, found on horizontal runs with union-find.
-
-    Returns an ``(N, 5)`` int64 array, one row per component in order of first
-    appearance (raster order): ``x1, y1, x2, y2, area`` with exclusive ``x2, y2``.
-    ``connectivity`` is 4 (edge neighbours) or 8 (edge and corner neighbours).
-    """
-    if connectivity not in (4, 8):
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+    """The hand-written union-find over horizontal runs that OpenCV replaced, kept as
+    the reference: the same ``(N, 5)`` rows as ``connected_components``."""
     mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise ValueError(f"expected a 2-D mask, got shape {mask.shape}")
     reach = 1 if connectivity == 8 else 0
     parent: list[int] = []
     runs: list[tuple[int, int, int]] = []  # (row, start, end)
