@@ -74,7 +74,7 @@ def test_resume_continues_exactly_and_run_outputs(tmp_path, monkeypatch):
     shipped = load_file(tmp_path / "b" / "model.safetensors")
     moved = [k for k, v in best["ema"]["module"].items() if v.is_floating_point()
              and not torch.equal(v, best["model"][k])]
-    assert moved, "the average should differ from the last trained weights"
+    assert moved  # two steps: the average (a copy after the first) differs from the model, "the average should differ from the last trained weights"
     for k in moved:  # the average ships (in fp16), not the last trained weights
         torch.testing.assert_close(shipped[k], best["ema"]["module"][k].half(), rtol=0, atol=0)
     assert {"map50", "map", "per_class_ap"} <= set(card["metrics"]["val"])
@@ -117,7 +117,7 @@ def test_peer_trains_through_the_same_loop_and_ships_its_average(tmp_path):
     out, metrics = tmp_path / "peer", tmp_path / "peer_val.json"
     assert peer.main(["--data", str(SAMPLE), "--train-split", "val.txt", "--val-split",
                       "val.txt", "--out", str(out), "--pretrained", "none", "--epochs", "1",
-                      "--batch-size", "2", "--limit-train", "2", "--limit-val", "1",
+                      "--batch-size", "2", "--limit-train", "4", "--limit-val", "1",
                       "--threads", "1", "--no-tensorboard", "--ema-decay", "0.99",
                       "--metrics-out", str(metrics)]) == 0
     result = json.loads(metrics.read_text())
@@ -127,6 +127,6 @@ def test_peer_trains_through_the_same_loop_and_ships_its_average(tmp_path):
     shipped = load_file(out / "model.safetensors")
     moved = [k for k, v in best["ema"]["module"].items() if v.is_floating_point()
              and not torch.equal(v, best["model"][k])]
-    assert moved
+    assert moved  # two steps: the average (a copy after the first) differs from the model
     for k in moved:
         torch.testing.assert_close(shipped[k], best["ema"]["module"][k], rtol=0, atol=0)
