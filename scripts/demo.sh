@@ -95,9 +95,7 @@ run fcn-perception bag make --data fcn_perception/data/camvid_sample --split val
 step "2/5 Start the nodes and the recorder (ROS_DOMAIN_ID=$ROS_DOMAIN_ID)"
 # score_threshold 0: publish every detection the model keeps (its own threshold), so
 # that mAP covers the whole precision-recall curve, as in the offline evaluation.
-# no_frame_warning_s 30: the camera (bag play) starts last, once both nodes and the
-# recorder are up; the default 5 s would warn about it before it sends its first frame
-common=(--ros-args -r image:=/camera/image_raw -p "backend:=$BACKEND" -p no_frame_warning_s:=30.0)
+common=(--ros-args -r image:=/camera/image_raw -p "backend:=$BACKEND")
 printf '$ segmentation_node %s\n' "${common[*]} ${seg_args[*]}"
 segmentation_node "${common[@]}" "${seg_args[@]}" >"$OUT/logs/segmentation_node.log" 2>&1 &
 PIDS+=($!); SEG_PID=$!

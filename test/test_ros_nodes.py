@@ -408,6 +408,50 @@ def test_perception_node_decodes_once(harness, weights, frames):
     assert node.get_parameter("detection.score_threshold").value == 0.0
 
 
+def test_no_frame_warning_counts_from_the_publishers_arrival(harness, weights, frames):
+    """A camera whose publisher appears after activation and sends later than
+    no_frame_warning_s after activation (``bag play`` started last) gets no warning;
+    no publisher at all gets the "no publisher" warning; a publisher that never sends
+    gets "no frame received ... since a publisher appeared"."""
+    wait_s = 4.0
+    node = make_node(nodes.SegmentationNode, harness, seg_params(
+        weights, no_frame_warning_s=wait_s, qos_reliability="reliable"),
+        cli_args=["--ros-args", "-r", "image:=/late/image_raw"])
+    quiet = make_node(nodes.SegmentationNode, harness, seg_params(
+        weights, no_frame_warning_s=wait_s), cli_args=["--ros-args", "-r", "__node:=quiet",
+                                                       "-r", "image:=/quiet/image_raw"])
+    late, silent = node._input, quiet._input
+    harness.wait(lambda: late.active and silent.active, what="both nodes active")
+
+    def checked_after(inp, seconds):  # the node looked at its camera that long after
+        return inp.last_check_at is not None and inp.last_check_at >= inp.activated_at + seconds
+
+    # the camera's publisher appears half-way, as bag play does after the nodes are up
+    harness.wait(lambda: checked_after(late, wait_s / 2), what="a check half-way")
+    pub = harness.publisher("/late/image_raw", Image,
+                            QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+    cam = late.cameras[0]
+    harness.wait(lambda: cam.publisher_since is not None, what="the node sees the publisher")
+    harness.wait_matched(pub)
+    # the node has looked again after the moment the warning used to fire (activation +
+    # no_frame_warning_s), with the publisher there and no frame yet
+    harness.wait(lambda: checked_after(late, wait_s), what="a check after no_frame_warning_s")
+    pub.publish(image_msg(frames[0], "rgb8", 1, "late"))
+    harness.wait(lambda: cam.received > 0, what="the first frame")
+    assert late.no_frame_reports == []
+    # no publisher: said so after no_frame_warning_s since activation
+    report = harness.wait(lambda: silent.no_frame_reports, what="the no-publisher warning")[0]
+    assert report.startswith("no publisher on /quiet/image_raw") and "image:=" in report
+    # a publisher that never sends: named, with the time since it appeared
+    harness.publisher("/quiet/image_raw", Image, qos_profile_sensor_data)
+    reports = harness.wait(lambda: silent.no_frame_reports[1:], what="the silent warning")
+    assert reports[0].startswith("no frame received on /quiet/image_raw")
+    assert "s since a publisher appeared" in reports[0] and "1 publisher(s)" in reports[0]
+    since = silent.cameras[0].publisher_since
+    assert silent.last_check_at - since >= wait_s
+    assert late.no_frame_reports == []
+
+
 # ============================================================================ processes
 def stop(proc, timeout: float = 20.0) -> int:
     if proc.poll() is None:
@@ -442,7 +486,7 @@ def test_node_process_namespace_qos_warnings_and_outputs(harness, weights, frame
         harness.subscribe("/cam1/segmentation/labels", Image)
         harness.subscribe("/cam1/segmentation/overlay", Image)
         reader.wait_for("listening on /cam1/image_raw", timeout=120)
-        line = reader.wait_for("no frame received on /cam1/image_raw")
+        line = reader.wait_for("no publisher on /cam1/image_raw")
         assert "reliable" in line and "nobody publishes" in line and "image:=" in line
         best_effort = harness.publisher("/cam1/image_raw", Image, qos_profile_sensor_data)
         line = reader.wait_for("has an incompatible QoS")

@@ -23,6 +23,14 @@ count the frames lost before the callback
 (:class:`~fcn_perception.ros.input_gaps.StampGaps`), per camera; when more than 5% of a
 camera's recent frames are lost the node logs the likely cause and fix, at most once a
 minute (:func:`~fcn_perception.ros.input_gaps.loss_hint`).
+
+No frame after activation: a camera without a publisher is reported once
+``no_frame_warning_s`` after activation ("no publisher on ..."); a camera whose publisher
+sends nothing is reported once ``no_frame_warning_s`` after its first publisher appeared
+("no frame received on ... for N s since a publisher appeared"), so a camera started
+after the node (``bag play`` in ``make demo``) gets no warning before its first frame.
+The publishers are looked at every :func:`no_frame_check_period` seconds until each
+camera has sent a frame or been reported silent.
 """
 from __future__ import annotations
 
@@ -51,6 +59,13 @@ LOG_THROTTLE_S = 5.0
 QOS_RECHECK_S = 1.0
 #: the likely cause of losses is logged at most this often (seconds)
 LOSS_LOG_S = 60.0
+
+
+def no_frame_check_period(no_frame_warning_s: float) -> float:
+    """Seconds between two looks for publishers and frames after activation: at most
+    QOS_RECHECK_S, and a quarter of the warning delay, so a publisher is seen soon after
+    it appears."""
+    return min(QOS_RECHECK_S, no_frame_warning_s / 4)
 
 
 def input_topics(node: Node, image_topics, compressed: bool) -> list[str]:
@@ -92,6 +107,9 @@ class Camera:
     reliability: str = "best_effort"  # the subscription's
     frame_bytes: int = 0  # the size of the last frame's data
     frame_hw: tuple[int, int] | None = None  # the last decoded frame's (height, width)
+    # time.monotonic() when a publisher was first seen since activation (None: none now)
+    publisher_since: float | None = None
+    reported: set = field(default_factory=set)  # "no_publisher", "silent" since activation
 
 
 class CameraInput:
@@ -143,6 +161,9 @@ class CameraInput:
         self._no_frame_warning_s = float(no_frame_warning_s)
         self._received_at_start = [0] * len(self.cameras)
         self._timer = None
+        self.activated_at: float | None = None  # time.monotonic() of the last activate()
+        self.last_check_at: float | None = None  # of the last no-frame check
+        self.no_frame_reports: list[str] = []  # the no-frame warnings logged, in order
         self._loss_logged_at = -LOSS_LOG_S
         self.active = False
         # depth/camera_info: colour frames wait for them in a synchroniser (one camera)
@@ -248,13 +269,19 @@ class CameraInput:
         return loss_hint(cam.frame_bytes, cam.reliability, offered)
 
     def activate(self) -> None:
-        """Take frames from now on (and warn once if none arrives in time)."""
+        """Take frames from now on (and warn once per camera if none arrives in time: see
+        the module docstring)."""
         self._received_at_start = [c.received for c in self.cameras]
+        self.activated_at = time.monotonic()
         for cam in self.cameras:
             cam.gaps = StampGaps()  # a pause is not a loss
+            cam.reported = set()
+            cam.publisher_since = self.activated_at \
+                if self.node.get_publishers_info_by_topic(cam.topic) else None
         self._cancel_timer()
         if self._no_frame_warning_s > 0:
-            self._timer = self.node.create_timer(self._no_frame_warning_s, self._check_no_frames)
+            self._timer = self.node.create_timer(
+                no_frame_check_period(self._no_frame_warning_s), self._check_no_frames)
         if self.spatial is not None:
             self.spatial.activate()
         self.active = True
@@ -340,19 +367,43 @@ class CameraInput:
             self.node.destroy_timer(timer)
 
     def _check_no_frames(self) -> None:
-        """One-shot: warn once per camera that sent nothing since activation, with a hint
-        why."""
-        self._cancel_timer()
+        """Timer while a camera is pending: follow each camera's publishers and warn once
+        per camera without a frame (see the module docstring), with a hint why."""
+        now = self.last_check_at = time.monotonic()
+        wait_s = self._no_frame_warning_s
+        pending = False
         for cam, before in zip(self.cameras, self._received_at_start):
-            if cam.received > before:
+            if cam.received > before or "silent" in cam.reported:
                 continue
+            pending = True
             infos = self.node.get_publishers_info_by_topic(cam.topic)
+            if not infos:
+                cam.publisher_since = None
+            elif cam.publisher_since is None:
+                cam.publisher_since = now
             profile = cam.sub.qos_profile
+            where = f"{cam.topic} [{self.msg_type.__name__}, {qos.describe(profile)}]"
+            if not infos:
+                if "no_publisher" not in cam.reported and now - self.activated_at >= wait_s:
+                    cam.reported.add("no_publisher")
+                    self._report(
+                        f"no publisher on {where} in {now - self.activated_at:.1f} s since "
+                        f"activation: is the camera running, on the same ROS_DOMAIN_ID and "
+                        f"RMW? {qos.compatibility_hint(profile, [])}")
+                continue
+            if now - cam.publisher_since < wait_s:
+                continue
+            cam.reported.add("silent")
             hint = qos.compatibility_hint(profile, [i.qos_profile for i in infos])
-            if infos and cam.frame_bytes == 0 and cam.reliability == "best_effort":
+            if cam.frame_bytes == 0 and cam.reliability == "best_effort":
                 hint += ("; large frames from a best-effort camera on this host need "
                          "config/fastdds.xml in both processes (README: \"Cameras, DDS and "
                          "lost frames\")")
-            self.node.get_logger().warning(
-                f"no frame received on {cam.topic} [{self.msg_type.__name__}, "
-                f"{qos.describe(profile)}] in {self._no_frame_warning_s:g} s: {hint}")
+            self._report(f"no frame received on {where} for {now - cam.publisher_since:.1f} s "
+                         f"since a publisher appeared: {hint}")
+        if not pending:
+            self._cancel_timer()
+
+    def _report(self, text: str) -> None:
+        self.no_frame_reports.append(text)
+        self.node.get_logger().warning(text)

@@ -171,7 +171,9 @@ class PerceptionNode(LifecycleNode):
                 if not self._quiet_failure:
                     self.get_logger().error(
                         f"{reason}. The node stays unconfigured: fix the parameter, then "
-                        f"`ros2 lifecycle set {self.get_fully_qualified_name()} configure`")
+                        "configure it again (with a ROS 2 install: `ros2 lifecycle set "
+                        f"{self.get_fully_qualified_name()} configure`; without one, restart "
+                        "the node with the fixed parameter)")
                 self._release_predictors()
                 return TransitionCallbackReturn.FAILURE
             info = head.describe_backend()

@@ -5,10 +5,10 @@ specs.  :func:`descriptor` (which imports ``rcl_interfaces``) turns a spec into 
 ``ParameterDescriptor`` with its range.
 
 Parameters marked ``runtime`` take effect on the next frame when set with
-``ros2 param set``; the others are read when the node is configured (weights, backend,
-device, precision, input transport and QoS: the subscription and publishers are created
-at configure and only gated by activate): cycle the lifecycle
-(deactivate/cleanup/configure/activate) to apply a change.
+``ros2 param set`` (with a ROS 2 install); the others are read when the node is
+configured (weights, backend, device, precision, input transport and QoS: the
+subscription and publishers are created at configure and only gated by activate): cycle
+the lifecycle (deactivate/cleanup/configure/activate) to apply a change.
 """
 from __future__ import annotations
 
@@ -107,8 +107,9 @@ NODE_PARAMS = (
               "every publisher) or reliable (only reliable publishers)",
               choices=("auto", "best_effort", "reliable")),
     ParamSpec("qos_depth", 5, "input subscription history depth", minimum=1, maximum=100),
-    ParamSpec("no_frame_warning_s", 5.0, "warn once when no frame has arrived this many "
-              "seconds after activation (0: never)", minimum=0.0, maximum=3600.0),
+    ParamSpec("no_frame_warning_s", 5.0, "warn once per camera when no publisher "
+              "has appeared this many seconds after activation, and when a publisher has "
+              "sent no frame this many seconds after it appeared (0: never)", minimum=0.0, maximum=3600.0),
     ParamSpec("max_input_pixels", 4096 * 4096, "larger images (width x height; for JPEG/PNG "
               "the size their header declares) are rejected before decoding, counted in "
               "diagnostics (decompression bombs)", minimum=1, maximum=16384 * 16384,
@@ -150,7 +151,9 @@ PREDICTOR_PARAMS = (
     ParamSpec("device", "auto", "auto, cpu, cuda or cuda:N: cpu/cuda narrow the backend "
               "choice; cuda:N also runs on GPU N", pattern=DEVICE_PATTERN),
     ParamSpec("precision", "auto", "auto: the backend's default (fp16 on TensorRT and torch "
-              "CUDA, fp32 elsewhere); int8 needs TensorRT", choices=("auto", "fp32", "fp16", "int8")),
+              "CUDA, fp32 elsewhere); int8: set model to an int8 ONNX made by "
+              "`fcn-perception export --precision int8 --calibration-images DIR` "
+              "(tensorrt, onnxruntime-cpu)", choices=("auto", "fp32", "fp16", "int8")),
     ParamSpec("force_engine_rebuild", False, "tensorrt: build the engine again at configure "
               "even when the cached one's key matches (a weights .engine is used as it is)"),
     ParamSpec("allow_modified_weights", False, "load weights whose sha256 differs from their "

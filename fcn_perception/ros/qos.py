@@ -111,5 +111,7 @@ def compatibility_hint(sub_profile: QoSProfile, publisher_profiles: list[QoSProf
     return (
         f"{len(publisher_profiles)} publisher(s) with compatible QoS "
         f"({'; '.join(describe(p) for p in publisher_profiles)}); check that they are "
-        "actually publishing (ros2 topic hz) and that ROS_DOMAIN_ID and RMW match"
+        "actually publishing (with a ROS 2 install: ros2 topic hz TOPIC; in the venv: "
+        "fcn-perception bag record TOPIC --out /tmp/probe --duration 5, which prints the "
+        "count) and that ROS_DOMAIN_ID and RMW match"
     )
