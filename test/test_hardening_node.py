@@ -339,13 +339,16 @@ def test_diagnostics_count_upstream_losses_and_warn_below_expected_rate(harness,
     big = Image(height=2000, width=2000, step=6000, encoding="rgb8")  # 4 Mpx, 12 bytes
     big.data = bytes(12)
     big.header.stamp.sec = 10**6
+    # Alone, so that it is the newest frame when the worker looks (a newer frame would
+    # replace it, unseen: the node answers the newest frame of each camera).
+    pub.publish(big)
+    harness.diagnostics("segmentation", lambda s, v: int(v["frames_too_large"]) == 1,
+                        timeout=30)
     skipped = {8, 9, 10, 17}  # 4 frames "lost on the way"
     t0 = time.monotonic()
     stamp = 0
     while time.monotonic() - t0 < RATE_GRACE_S + 2.5:
         stamp += 1
-        if stamp == 5:
-            pub.publish(big)
         if stamp not in skipped:
             msg = raw_msg(0)
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp * 100_000_000, 10**9)
