@@ -91,6 +91,22 @@ def test_resume_continues_exactly_and_run_outputs(tmp_path, monkeypatch):
     assert Path(result["pr_curve_png"]).is_file()
 
 
+def test_select_last_ships_the_final_epoch(tmp_path):
+    """A fixed schedule (``--select last``) ships the last epoch even when an earlier one
+    scored higher on val, which is how a model trained on train+val is selected."""
+    runs = {}
+    for select in ("best", "last"):
+        out = tmp_path / select
+        td.train_loop(_args(out, select=select, epochs=3, batch_size=1), td.RFCNAdapter)
+        rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+        runs[select] = (read_card(out / "model.safetensors"), [r["val/map50"] for r in rows])
+    card, maps = runs["last"]
+    assert card["selected_epoch"] == 3 and card["training"]["select"] == "last"
+    card, maps = runs["best"]
+    assert card["selected_epoch"] == 1 + maps.index(max(maps))  # the first of the best
+    assert card["training"]["select"] == "best"
+
+
 def test_init_backbone_and_frozen_layers(tmp_path):
     from fcn_perception.models import build_model
 

@@ -198,6 +198,17 @@ def add_ema_args(p) -> None:
                         "and ship the average (0: off)")
 
 
+def add_select_args(p) -> None:
+    p.add_argument("--select", default="best", choices=("best", "last"),
+                   help="which epoch ships: 'best' val score, or 'last' (a fixed schedule: "
+                        "use it when the val split shares sequences with train)")
+
+
+def is_selected(select: str, score: float, best: float, last: bool) -> bool:
+    """Whether this validated epoch becomes ``best.pt`` under ``--select``."""
+    return score > best if select == "best" else last
+
+
 def selected_weights(state: dict) -> dict:
     """The weights a checkpoint ships: the moving average when the run kept one."""
     return state["ema"]["module"] if state.get("ema") else state["model"]

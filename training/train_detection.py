@@ -81,6 +81,7 @@ def add_common_args(p: argparse.ArgumentParser, epochs: int = 12) -> None:
                         "(1 1: native resolution only)")
     p.add_argument("--val-every", type=int, default=1,
                    help="validate every N epochs (and after the last; default %(default)s)")
+    engine.add_select_args(p)
     engine.add_ema_args(p)
     engine.add_run_args(p)
 
@@ -199,7 +200,7 @@ class RFCNAdapter:
                 "dataset", "data", "train_split", "val_split", "epochs", "batch_size",
                 "optimizer", "lr",
                 "weight_decay", "warmup_epochs", "clip_grad", "trainable_layers", "seed",
-                "pretrained", "init_backbone", "ohem", "ema_decay")} | {
+                "pretrained", "init_backbone", "ohem", "ema_decay", "select")} | {
                 "backbone_init": self.init, "frozen_bn": bool(self.frozen_bn),
                 "augmentation": augmentation_description(config.get("scale_range") or (1, 1)),
                 "world_size": config.get("world_size")},
@@ -288,7 +289,7 @@ def train_loop(args: argparse.Namespace, make_adapter) -> dict:
             row.update({"val/map50": s["map50"], "val/map": s["map"], "val/ms_per_frame": ms})
             row.update({f"val/ap50_{n}": v for n, v in s["per_class_ap"].items()
                         if v is not None})
-            is_best = s["map50"] > best
+            is_best = engine.is_selected(args.select, s["map50"], best, last)
             best = max(best, s["map50"])
         run.log_epoch(epoch, row, args.epochs)  # before the checkpoint: a resume truncates redone rows
         ckpt.save(epoch, model, optimizer, scheduler, None, best, is_best, ema)

@@ -101,9 +101,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photometric", default="jitter", choices=PHOTOMETRIC,
                    help="photometric augmentation: 'jitter' (colour jitter) or 'strong' "
                         "(also blur, gamma, noise)")
-    p.add_argument("--select", default="best", choices=("best", "last"),
-                   help="which epoch ships: 'best' val mean IoU, or 'last' (a fixed schedule: "
-                        "use it when the val split shares sequences with train)")
+    engine.add_select_args(p)
     engine.add_ema_args(p)
     engine.add_run_args(p)
 
@@ -218,7 +216,7 @@ def train(args: argparse.Namespace) -> dict:
                                   device, args.input_size).scores(train_base.classes)
             row.update({f"val/{k}": scores[k] for k in
                         ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")})
-            is_best = scores["mean_iou"] > best if args.select == "best" else last
+            is_best = engine.is_selected(args.select, scores["mean_iou"], best, last)
             best = max(best, scores["mean_iou"])
         run.log_epoch(epoch, row, args.epochs)  # before the checkpoint: a resume truncates re-done rows
         ckpt.save(epoch, model, optimizer, scheduler, scaler, best, is_best, ema)
