@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcn_perception.errors import CommandError
+
 
 @dataclass
 class DistInfo:
@@ -360,22 +362,99 @@ def training_time(run_dir: str | Path) -> dict:
             "train_loop_min": round(sum(per_epoch) / 60, 1)}
 
 
-def ship_run(run_dir: str | Path, dest: str | Path, machine: str | None = None) -> Path:
+#: card ``training`` keys that name data, not the recipe (a held-out run may differ in them)
+_DATA_KEYS = ("dataset", "data", "train_split", "val_split", "out", "time", "history")
+
+
+def _portable(value):
+    """A path recorded in a shipped card: ``training/splits/NAME`` for the repository's
+    split files (``training/datasets/NAME`` for its dataset files), a folder beside the
+    checkout relative to it (``../shared/camvid``); any other path as given."""
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    path, root = Path(value), Path(__file__).resolve().parents[1]
+    if path.parent.name in ("splits", "datasets") and path.parent.parent.name == "training":
+        return f"training/{path.parent.name}/{path.name}"
+    if path.is_relative_to(root.parent) and not path.is_relative_to(root):
+        return os.path.relpath(path, root)
+    return value
+
+
+def split_sequences(split: str | Path) -> set[str]:
+    """CamVid sequences (``0006R0``, ...) of a list-file split: each line's image name up to
+    its first ``_``."""
+    path = Path(split)
+    if not path.is_file():  # recorded by a run in another checkout: this repository's copy
+        path = Path(__file__).resolve().parent / "splits" / path.name
+    if not path.is_file():
+        raise CommandError(f"ship: split file {split} not found; --heldout needs the run's "
+                         "train and val list files (training/splits/*.txt)")
+    return {Path(line.split()[0]).name.split("_")[0]
+            for line in path.read_text().splitlines() if line.strip()}
+
+
+def heldout_section(fold_dir: str | Path, card: dict) -> dict:
+    """The held-out-sequence score of ``card``'s recipe, from ``fold_dir``: a run of the same
+    recipe (every ``training`` key but the data's equal) whose val split is whole
+    sequences its train split never saw."""
+    from fcn_perception.card import read_card
+
+    fold = read_card(Path(fold_dir) / "model.safetensors")
+    mine, theirs = card.get("training", {}), fold.get("training", {})
+    differ = sorted(k for k in set(mine) | set(theirs) if k not in _DATA_KEYS
+                    and mine.get(k) != theirs.get(k))
+    differ += ["architecture"] if fold["architecture"] != card["architecture"] else []
+    if differ:
+        raise CommandError(f"ship: --heldout {fold_dir} trained another recipe (differs in "
+                         f"{', '.join(differ)}); hold out a run of this one")
+    train, val = split_sequences(theirs["train_split"]), split_sequences(theirs["val_split"])
+    if train & val:
+        raise CommandError(f"ship: --heldout {fold_dir} trained on its val sequences "
+                         f"{sorted(train & val)}; its val split must be whole unseen sequences")
+    key = "mean_iou" if card["task"] == "segmentation" else "map50"
+    return {
+        "protocol": "the same recipe and fixed schedule trained without the held-out "
+                    "sequences, scored on every frame of them",
+        "sequences": sorted(val), "train_sequences": sorted(train),
+        "train_split": _portable(theirs["train_split"]),
+        "val_split": _portable(theirs["val_split"]),
+        "selected_epoch": fold.get("selected_epoch"),
+        "metrics": fold["metrics"]["val"],
+        "history": [round(r[f"val/{key}"], 5) for r in _rows(Path(fold_dir))
+                    if f"val/{key}" in r],
+    }
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
+
+
+def ship_run(run_dir: str | Path, dest: str | Path, machine: str | None = None,
+             heldout: str | Path | None = None) -> Path:
     """Copy ``run_dir/model.safetensors`` and its card to ``dest`` (card renamed and
-    re-hashed; ``training.time`` added from the run's metrics).  Returns the card path."""
+    re-hashed; ``training.time`` added from the run's metrics; paths made portable; with
+    ``heldout``, the :func:`heldout_section` of that run).  Returns the card path."""
     import shutil
 
     from fcn_perception.card import read_card, write_card
 
     run_dir, dest = Path(run_dir), Path(dest)
     card = read_card(run_dir / "model.safetensors")
-    card.setdefault("training", {})["time"] = {
-        **training_time(run_dir), **({"machine": machine} if machine else {})}
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-            if line.strip()]
-    card["training"]["history"] = [  # per epoch: the training curve of the README
+    training = card.setdefault("training", {})
+    for key in ("data", "train_split", "val_split"):
+        training[key] = _portable(training.get(key))
+    if isinstance(training.get("dataset"), dict):
+        training["dataset"]["file"] = _portable(training["dataset"].get("file"))
+    training["time"] = {**training_time(run_dir), **({"machine": machine} if machine else {})}
+    training["history"] = [  # per epoch: the training curve of the README
         {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()
-         if k == "epoch" or k == "train/loss" or k.startswith("val/")} for r in rows]
+         if k == "epoch" or k == "train/loss" or k.startswith("val/")} for r in _rows(run_dir)]
+    if heldout is not None:
+        card["heldout"] = heldout_section(heldout, card)
+        trained = split_sequences(training["train_split"])
+        val = split_sequences(training["val_split"]) if training.get("val_split") else set()
+        card["metrics"]["val_in_training"] = bool(val & trained)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "model.safetensors", dest)
     return write_card(card, dest)
@@ -386,9 +465,13 @@ def add_ship_args(p) -> None:
     p.add_argument("--to", required=True, help="destination .safetensors (its card goes beside)")
     p.add_argument("--machine", default=None,
                    help="where it was trained, recorded in the card (e.g. '2-core CPU')")
+    p.add_argument("--heldout", default=None, metavar="RUN",
+                   help="a finished run of the same recipe whose val split is whole sequences "
+                        "its train split never saw (training/splits/camvid_without_0006R0.txt "
+                        "-> camvid_0006R0.txt); its val scores go in the card as 'heldout'")
 
 
 def ship_cli(args) -> int:
     """Entry for ``fcn-perception train ship``."""
-    print(f"shipped {args.to} (card {ship_run(args.run, args.to, args.machine)})")
+    print(f"shipped {args.to} (card {ship_run(args.run, args.to, args.machine, args.heldout)})")
     return 0
