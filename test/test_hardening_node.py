@@ -227,9 +227,12 @@ def test_decompression_bombs_over_dds_then_quiet_ctrl_c(harness, seg_weights, ro
             with contextlib.suppress(AssertionError):
                 harness.message_with_stamp("segmentation/labels", stamp, 1.0)
                 break
+        # in one burst behind a good frame that keeps the worker busy and before another
+        # (6 frames; qos_depth 5 holds what the callbacks have not taken yet): each bomb is
+        # refused on receipt, so none hides behind the newer frame the worker answers
+        pub.publish(compressed(999, good))
         for i, data in enumerate([jpeg_bomb] * 3 + [png_bomb]):
             pub.publish(compressed(1000 + i, data, "png" if data is png_bomb else "jpeg"))
-            too_large(i + 1)  # one by one: each reaches the worker, none is replaced
         pub.publish(compressed(2000, good))
         harness.message_with_stamp("segmentation/labels", 2000)
         status, values = too_large(4)
@@ -339,11 +342,11 @@ def test_diagnostics_count_upstream_losses_and_warn_below_expected_rate(harness,
     big = Image(height=2000, width=2000, step=6000, encoding="rgb8")  # 4 Mpx, 12 bytes
     big.data = bytes(12)
     big.header.stamp.sec = 10**6
-    # Alone, so that it is the newest frame when the worker looks (a newer frame would
-    # replace it, unseen: the node answers the newest frame of each camera).
+    # behind a frame that keeps the worker busy, at the head of the stream: refused on
+    # receipt, before the next frame could replace it in the worker's slot (the node
+    # answers the newest frame of each camera)
+    pub.publish(raw_msg(0))
     pub.publish(big)
-    harness.diagnostics("segmentation", lambda s, v: int(v["frames_too_large"]) == 1,
-                        timeout=30)
     skipped = {8, 9, 10, 17}  # 4 frames "lost on the way"
     t0 = time.monotonic()
     stamp = 0

@@ -241,6 +241,23 @@ def decode_compressed(fmt: str, data, max_pixels: int | None = None) -> np.ndarr
         raise ImageTooLargeError(f"{kind} image rejected as too large: {exc}") from exc
 
 
+def check_message_size(msg, max_pixels: int | None = None) -> None:
+    """Raise :class:`ImageTooLargeError` when an image message declares a size above the
+    limits: a raw ``Image``'s width and height fields, a ``CompressedImage``'s JPEG/PNG
+    header; no pixel is read.  Cheap enough for a subscription callback, so a frame is
+    refused (and counted) on receipt even when a newer one replaces it before decoding.
+    A header that cannot be read passes: decoding reports it."""
+    if hasattr(msg, "format"):
+        try:
+            kind, width, height = declared_size(_as_bytes_view(msg.data))
+        except ConversionError:
+            return
+        check_size(width, height, max_pixels, f"{kind} compressed image ({clip_text(msg.format)})")
+    else:
+        check_size(int(msg.width), int(msg.height), max_pixels,
+                   f"{clip_text(msg.encoding)} image")
+
+
 def decode_message(msg, max_pixels: int | None = None) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB pixels of a ``sensor_msgs/Image`` (any encoding
     :func:`decode` reads) or ``CompressedImage`` (JPEG/PNG).

@@ -42,6 +42,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
+from fcn_perception.errors import ConversionError
 from fcn_perception.ros import qos
 from fcn_perception.ros.input_gaps import LOSS_WARN_FRACTION, StampGaps, loss_hint
 from fcn_perception.ros.layout import stamp_ns
@@ -126,8 +127,10 @@ class CameraInput:
                  *, transport: str, reliability: str, depth: int,
                  no_frame_warning_s: float, image_topics=(), max_batch: int = 0,
                  spatial: str = "none", sync_queue_size: int = 10,
-                 sync_slop: float = 0.05) -> None:
+                 sync_slop: float = 0.05,
+                 check_frame: Callable[[object], None] | None = None) -> None:
         self.node, self.stats, self._process = node, stats, process
+        self._check_frame = check_frame
         compressed = transport == "compressed"
         self.msg_type = CompressedImage if compressed else Image
         topics = input_topics(node, image_topics, compressed)
@@ -321,10 +324,11 @@ class CameraInput:
         gid = (info or {}).get("publisher_gid") or {}
         lost = cam.gaps.add(stamp_ns(msg), (info or {}).get("publication_sequence_number"),
                             bytes(gid.get("data", b"")) or None)
-        if self.spatial is not None:
-            self.spatial.add_frame(msg, time.monotonic())
-        elif self.worker.submit(cam.index, (msg, time.monotonic())):
-            self.stats.count("dropped")
+        if not self._refused(cam, msg):  # a refused frame is counted as rejected
+            if self.spatial is not None:
+                self.spatial.add_frame(msg, time.monotonic())
+            elif self.worker.submit(cam.index, (msg, time.monotonic())):
+                self.stats.count("dropped")
         now = time.monotonic()
         if lost and now - self._loss_logged_at >= LOSS_LOG_S \
                 and cam.gaps.loss_fraction() > LOSS_WARN_FRACTION:
@@ -333,6 +337,19 @@ class CameraInput:
             self.node.get_logger().warning(
                 f"{lost_window} of {lost_window + received} frames lost before the node on "
                 f"{cam.topic} in the last seconds: {self._hint(cam)}")
+
+    def _refused(self, cam: Camera, msg) -> bool:
+        """``check_frame`` raised: the frame is counted, logged (throttled) and dropped."""
+        if self._check_frame is None:
+            return False
+        try:
+            self._check_frame(msg)
+        except ConversionError as exc:
+            self.stats.reject(exc)
+            self.node.get_logger().warning(f"skipping a frame from {cam.topic}: {exc}",
+                                           throttle_duration_sec=LOG_THROTTLE_S)
+            return True
+        return False
 
     def upstream_text(self) -> str:
         """Frames lost before the node, for a diagnostics message."""

@@ -35,8 +35,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
-from fcn_perception.errors import ConversionError, ImageTooLargeError, ParameterError
-from fcn_perception.imaging.decode import decode_message
+from fcn_perception.errors import ConversionError, ParameterError
+from fcn_perception.imaging.decode import check_message_size, decode_message
 from fcn_perception.inference.backends import free_accelerator_memory
 from fcn_perception.ros import messages, qos
 from fcn_perception.ros.camera_input import LOG_THROTTLE_S, CameraInput, camera_namespaces
@@ -253,7 +253,8 @@ class PerceptionNode(LifecycleNode):
                                   no_frame_warning_s=v["no_frame_warning_s"],
                                   image_topics=v["image_topics"], max_batch=v["max_batch"],
                                   spatial=v["spatial_inputs"],
-                                  sync_queue_size=v["sync_queue_size"], sync_slop=v["sync_slop"])
+                                  sync_queue_size=v["sync_queue_size"], sync_slop=v["sync_slop"],
+                                  check_frame=self._check_frame)
 
     def _stop_diagnostics(self) -> None:
         timer, self._diag_timer = self._diag_timer, None
@@ -272,6 +273,11 @@ class PerceptionNode(LifecycleNode):
             self._diag_pub = None
 
     # ------------------------------------------------------------------ worker
+    def _check_frame(self, msg) -> None:
+        """On receipt (the subscription callback): refuse a frame that declares more
+        than ``max_input_pixels``, before it can replace or be replaced by another."""
+        check_message_size(msg, self.values["max_input_pixels"])
+
     def _decode(self, msg):
         return decode_message(msg, max_pixels=self.values["max_input_pixels"])
 
@@ -292,10 +298,7 @@ class PerceptionNode(LifecycleNode):
             try:
                 rgb = self._decode(msg)
             except ConversionError as exc:
-                self.stats.count("rejected")
-                if isinstance(exc, ImageTooLargeError):
-                    self.stats.count("too_large")
-                self.stats.last_error = str(exc)
+                self.stats.reject(exc)
                 self.get_logger().warning(f"skipping a frame from {topic}: {exc}",
                                           throttle_duration_sec=LOG_THROTTLE_S)
                 continue

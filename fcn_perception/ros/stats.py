@@ -7,6 +7,8 @@ from collections import deque
 
 import numpy as np
 
+from fcn_perception.errors import ImageTooLargeError
+
 
 class LatencyWindow:
     """The last ``size`` latencies (ms) and the times they were recorded."""
@@ -67,6 +69,14 @@ class FrameStats:
         self._window = window
         self.last_received: float | None = None
         self.last_error: str = ""
+
+    def reject(self, exc: BaseException) -> None:
+        """Count a frame refused (``rejected``; ``too_large`` for an
+        :class:`~fcn_perception.errors.ImageTooLargeError`) and keep its reason."""
+        self.count("rejected")
+        if isinstance(exc, ImageTooLargeError):
+            self.count("too_large")
+        self.last_error = str(exc)
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
