@@ -38,12 +38,15 @@ def shipped_scores(run: Path) -> dict:
     return json.loads(card.read_text())["metrics"]["val"]
 
 
-def summarise(values: list[float], tail: int) -> dict:
+def summarise(values: list[float], epochs: list[int], tail: int) -> dict:
+    """``values`` at the (1-based) ``epochs`` that were validated (a run with
+    ``--val-every N`` has a value every N epochs)."""
     last = values[-tail:]
     best = max(range(len(values)), key=values.__getitem__)
-    return {"best": values[best], "best_epoch": best + 1, "last": values[-1],
-            f"last_{len(last)}_mean": statistics.fmean(last), f"last_{len(last)}_min": min(last),
-            f"last_{len(last)}_max": max(last), "per_epoch": values}
+    return {"best": values[best], "best_epoch": epochs[best], "last": values[-1],
+            "last_epoch": epochs[-1], f"last_{len(last)}_mean": statistics.fmean(last),
+            f"last_{len(last)}_min": min(last), f"last_{len(last)}_max": max(last),
+            "per_epoch": values, "epochs": epochs}
 
 
 def main(argv=None) -> int:
@@ -71,7 +74,8 @@ def main(argv=None) -> int:
             scored = [r for r in hist if key in r]
             if not scored:
                 sys.exit(f"error: run {label!r} has no {key!r} in its metrics.jsonl")
-            report["metrics"][key][label] = summarise([r[key] for r in scored], args.tail)
+            report["metrics"][key][label] = summarise(
+                [r[key] for r in scored], [r["epoch"] + 1 for r in scored], args.tail)
             for r in scored:
                 rows.setdefault(r["epoch"], {"epoch": r["epoch"]})[f"{key}/{label}"] = r[key]
         panels.append({"title": key, "keys": [f"{key}/{label}" for label in runs],
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
     scores = report["metrics"][args.keys[0]][last_run]
     config = Path(runs[last_run][0]) / "config.json"
     fixed = config.is_file() and json.loads(config.read_text()).get("select") == "last"
-    selected = len(scores["per_epoch"]) if fixed else scores["best_epoch"]
+    selected = scores["last_epoch"] if fixed else scores["best_epoch"]
     for panel in panels:
         panel["selected"] = selected
     out = Path(args.out)

@@ -74,3 +74,16 @@ def test_per_class_compares_the_shipped_epochs(tmp_path):
     (runs["new"] / "model.json").unlink()
     with pytest.raises(SystemExit, match="model.json does not exist"):
         _script().main([f"--run=new={runs['new']}", "--per-class", "--out", str(out)])
+
+
+def test_a_run_validated_every_few_epochs_keeps_its_epochs(tmp_path):
+    """--val-every 3: values sit at epochs 3, 6, 9; best and last name those epochs."""
+    folder = tmp_path / "sparse"
+    folder.mkdir()
+    rows = [{"epoch": e, "train/loss": 1.0, **({"val/map50": v} if v is not None else {})}
+            for e, v in enumerate([None, None, 0.3, None, None, 0.5, None, None, 0.4])]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "o"
+    assert _script().main(["--run", f"sparse={folder}", "--out", str(out)]) == 0
+    got = json.loads(out.with_suffix(".json").read_text())["metrics"]["val/map50"]["sparse"]
+    assert (got["best_epoch"], got["last_epoch"], got["epochs"]) == (6, 9, [3, 6, 9])
