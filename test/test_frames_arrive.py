@@ -56,6 +56,21 @@ def test_sequence_numbers_count_every_lost_frame_whatever_the_gap():
     assert gaps.add(int(clock[0] * 1e9) + 3, 4, b"camera") == 0  # 3 -> 4 after the stray
 
 
+def test_a_frame_delivered_twice_or_late_is_counted_once_and_not_lost():
+    """While ``auto`` QoS replaces a subscription, the old and the new one deliver the
+    same frames, in either order: a frame seen is recognised, a late one is not lost."""
+    gaps = StampGaps(now=lambda: 0.0)
+    for seq in (1, 2, 3):
+        gaps.add(None, seq, b"c")
+    assert gaps.add(None, 5, b"c") == 1 and gaps.lost == 1  # the new one's first, before 4
+    assert gaps.seen(5, b"c") and gaps.seen(3, b"c") and not gaps.seen(4, b"c")
+    assert gaps.add(None, 4, b"c") == 0  # the old one's 4, late
+    assert gaps.lost == 0 and gaps.resets == 0 and gaps.out_of_order == 1
+    assert gaps.seen(4, b"c") and not gaps.seen(4, b"other")
+    assert gaps.add(None, 6, b"c") == 0 and gaps.lost == 0
+    assert not gaps.seen(None, b"c") and not gaps.seen(SEQUENCE_UNSUPPORTED, b"c")
+
+
 def test_stamps_count_long_gaps_and_a_stamp_going_backwards_restarts():
     """Without sequence numbers (other RMWs): the period from the stamps; a 10 s gap at
     30 Hz is 299 lost frames (not a restart); a stamp going back restarts the count."""
@@ -154,8 +169,10 @@ def test_runtime_roi_outside_the_frame_is_rejected_when_set(harness, weights, fr
 
 
 def test_auto_reliability_follows_the_publishers(harness, weights):
+    from builtin_interfaces.msg import Time
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
 
     from fcn_perception.ros import nodes
 
@@ -174,6 +191,38 @@ def test_auto_reliability_follows_the_publishers(harness, weights):
     best_effort = harness.publisher("image", Image, qos_profile_sensor_data)
     harness.wait(lambda: camera.reliability == "best_effort" and
                  best_effort.get_subscription_count() > 0, what="a best-effort subscription")
+    harness.client.destroy_publisher(best_effort)
+    # make before break: streaming while the subscription turns reliable, every frame
+    # is taken once (the old subscription stays until the new one has matched, and the
+    # frames both deliver meanwhile are recognised by their sequence numbers). In one
+    # process the new subscription matches at once; the gap the old order left (destroy,
+    # then subscribe) shows across processes, where discovery takes time.
+    harness.wait(lambda: camera.retiring is None, what="the replaced subscription destroyed")
+    stats = node._input.stats
+    pub = harness.publisher("image", Image, QoSProfile(
+        depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    stamp = [0]
+
+    def send():
+        stamp[0] += 1
+        pub.publish(Image(height=2, width=2, step=6, encoding="rgb8", data=bytes(12),
+                          header=Header(stamp=Time(nanosec=stamp[0] * 1000))))
+
+    harness.wait(lambda: pub.get_subscription_count() > 0 and camera.retiring is None
+                 and camera.sub.get_publisher_count() > 0,
+                 what="the best-effort subscription and the publisher matched, both ways")
+    assert camera.reliability == "best_effort"
+    base, lost, sent, switched = stats.counts["received"], camera.gaps.lost, 0, None
+    while switched is None or sent < switched + 50:
+        send()
+        sent += 1
+        if switched is None and camera.reliability == "reliable" and camera.retiring is None:
+            switched = sent  # the old subscription is gone
+        threading.Event().wait(0.005)  # pacing the stream (200 Hz), not waiting for a result
+        assert sent < 5000, "the subscription did not turn reliable"
+    harness.wait(lambda: stats.counts["received"] - base >= sent,
+                 what=f"all {sent} frames sent across the switch")
+    assert stats.counts["received"] - base == sent and camera.gaps.lost == lost
     fixed = make_node(nodes.SegmentationNode, harness, {
         "model": str(weights["segmentation"]), "backend": "torch-cpu",
         "qos_reliability": "reliable"}, cli_args=["--ros-args", "-r", "__node:=fixed"])

@@ -105,6 +105,9 @@ class Camera:
     received: int = 0
     processed: int = 0
     sub: object = None
+    # the subscription ``auto`` replaced, kept until the new one has matched the
+    # publishers (make before break: no frame lost in the switch)
+    retiring: object = None
     reliability: str = "best_effort"  # the subscription's
     frame_bytes: int = 0  # the size of the last frame's data
     frame_hw: tuple[int, int] | None = None  # the last decoded frame's (height, width)
@@ -205,16 +208,26 @@ class CameraInput:
             event_callbacks=self._events)
 
     def _recheck_qos(self) -> None:
-        """``auto``: follow the publishers' reliability (timer, every QOS_RECHECK_S)."""
+        """``auto``: follow the publishers' reliability (timer, every QOS_RECHECK_S).  The
+        new subscription is made before the old one goes, which is destroyed once the new
+        one has matched the publishers (a frame both deliver is taken once: _on_frame)."""
         for cam in self.cameras:
+            if cam.retiring is not None and (cam.sub.get_publisher_count() > 0
+                                             or self.node.count_publishers(cam.topic) == 0):
+                self._retire(cam)
             wanted = self._offered(cam)
             if wanted != cam.reliability:
-                old, cam.sub = cam.sub, None
-                self.node.destroy_subscription(old)
+                self._retire(cam)  # a switch still in progress: its old one goes now
+                cam.retiring = cam.sub
                 self._subscribe(cam, wanted)
                 self.node.get_logger().info(
                     f"the publishers of {cam.topic} offer {wanted.replace('_', ' ')}: the "
                     f"subscription is now {qos.describe(cam.sub.qos_profile)}")
+
+    def _retire(self, cam: Camera) -> None:
+        old, cam.retiring = cam.retiring, None
+        if old is not None:
+            self.node.destroy_subscription(old)
 
     @property
     def sub(self):
@@ -303,6 +316,7 @@ class CameraInput:
         if timer is not None:
             self.node.destroy_timer(timer)
         for cam in self.cameras:
+            self._retire(cam)
             self.node.destroy_subscription(cam.sub)
         if self.spatial is not None:
             self.spatial.close()
@@ -318,12 +332,14 @@ class CameraInput:
     def _on_frame(self, cam: Camera, msg, info=None) -> None:
         if not self.active:
             return
+        gid = bytes(((info or {}).get("publisher_gid") or {}).get("data", b"")) or None
+        seq = (info or {}).get("publication_sequence_number")
+        if cam.retiring is not None and cam.gaps.seen(seq, gid):
+            return  # the same frame through the other subscription of an auto switch
         self.stats.count("received")
         cam.received += 1
         cam.frame_bytes = len(msg.data)
-        gid = (info or {}).get("publisher_gid") or {}
-        lost = cam.gaps.add(stamp_ns(msg), (info or {}).get("publication_sequence_number"),
-                            bytes(gid.get("data", b"")) or None)
+        lost = cam.gaps.add(stamp_ns(msg), seq, gid)
         if not self._refused(cam, msg):  # a refused frame is counted as rejected
             if self.spatial is not None:
                 self.spatial.add_frame(msg, time.monotonic())

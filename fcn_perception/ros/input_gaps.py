@@ -42,14 +42,19 @@ DEFAULT_SHM_SEGMENT = 512 * 1024
 SEQUENCE_UNSUPPORTED = 2**64 - 1
 
 
+#: sequence numbers remembered per publisher to recognise a frame delivered twice
+RECENT = 64
+
+
 class _Publisher:
     """What one publisher last sent."""
 
-    __slots__ = ("seq", "stamp")
+    __slots__ = ("recent", "seq", "stamp")
 
     def __init__(self) -> None:
         self.seq: int | None = None
         self.stamp: int | None = None
+        self.recent: deque[int] = deque(maxlen=RECENT)
 
 
 class StampGaps:
@@ -101,8 +106,27 @@ class StampGaps:
                 self.last_gap = missed
             return missed
 
+    def seen(self, seq: int | None, publisher: object = None) -> bool:
+        """Whether this publisher's frame ``seq`` was added already, among its last
+        :data:`RECENT` (two subscriptions of one topic deliver the same frames while
+        ``auto`` QoS replaces one).  False without a sequence number."""
+        if seq is None or int(seq) in (SEQUENCE_UNSUPPORTED, 0):
+            return False
+        with self._lock:
+            pub = self._publishers.get(publisher)
+            return pub is not None and int(seq) in pub.recent
+
     def _sequence_gap(self, pub: _Publisher, seq: int) -> int:
-        last, pub.seq = pub.seq, seq
+        last = pub.seq
+        if last is not None and last - RECENT < seq < last and seq not in pub.recent:
+            # a frame that arrived after a later one (another subscription's copy in an
+            # auto switch): counted lost when the later one came, it was not
+            pub.recent.append(seq)
+            self.out_of_order += 1
+            self.lost = max(0, self.lost - 1)
+            return 0
+        pub.recent.append(seq)
+        pub.seq = seq
         if last is None:
             return 0
         if seq <= last:
