@@ -14,8 +14,8 @@ import json
 import re
 from pathlib import Path
 
-from fcn_perception.card import DEFAULT_WEIGHTS, model_title, read_card
-from fcn_perception.evaluation.tables import detection_table, segmentation_tables
+from fcn_perception.card import MODELS, model_title, read_card
+from fcn_perception.evaluation.tables import detection_rows, detection_table, segmentation_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_METRICS = ROOT / "docs" / "peer_fasterrcnn_val.json"
@@ -33,12 +33,14 @@ def bench_table(path: Path = BENCH) -> str:
 
 def tables() -> dict[str, str]:
     """``name -> markdown table`` for every generated README table."""
-    seg = read_card(DEFAULT_WEIGHTS["segmentation"])
-    det = read_card(DEFAULT_WEIGHTS["detection"])
-    rows = [(f"**{model_title(det)} (shipped, fp16)**", det)]
+    seg = [(f"{name}: {model_title(card)}", card) for name, card in
+           ((name, read_card(path)) for name, path in MODELS["segmentation"].items()
+            if path.is_file())]
+    det = read_card(MODELS["detection"]["fast"])
+    rows = detection_rows(f"**{model_title(det)} (shipped, fp16)**", det)
     if PEER_METRICS.is_file():
         peer = json.loads(PEER_METRICS.read_text())
-        rows.append((peer["model"], {**peer["val"], "time": peer["time"]}))
+        rows.append((f"{peer['model']}, val (train only)", peer["val"], peer["time"]))
     return {"segmentation": segmentation_tables(seg), "detection": detection_table(rows),
             "benchmark": bench_table()}
 

@@ -26,13 +26,19 @@ def test_readme_holds_the_generated_tables():
 
 
 def test_generated_tables_carry_the_card_values():
-    from fcn_perception.card import DEFAULT_WEIGHTS, read_card
+    """Held-out first: each shipped segmentation model's held-out and val mean IoU in its
+    column, the detector's held-out and val rows."""
+    from fcn_perception.card import DEFAULT_WEIGHTS, MODELS, read_card
 
     tables = _tables()
-    seg = read_card(DEFAULT_WEIGHTS["segmentation"])["metrics"]["val"]
-    assert f"| mean IoU | {seg['mean_iou']:.3f} |" in tables["segmentation"]
-    det = read_card(DEFAULT_WEIGHTS["detection"])["metrics"]["val"]
-    assert f"| {det['map50']:.3f} | {det['map']:.3f} |" in tables["detection"]
+    seg = [read_card(p) for p in MODELS["segmentation"].values()]
+    held = " | ".join(f"{c['heldout']['metrics']['mean_iou']:.3f}" for c in seg)
+    val = " | ".join(f"{c['metrics']['val']['mean_iou']:.3f}" for c in seg)
+    assert f"| mean IoU, 0006R0 held out | {held} |" in tables["segmentation"]
+    assert f"| mean IoU, val (in its training set) | {val} |" in tables["segmentation"]
+    det = read_card(DEFAULT_WEIGHTS["detection"])
+    for m in (det["metrics"]["val"], *([det["heldout"]["metrics"]] if "heldout" in det else [])):
+        assert f"| {m['map50']:.3f} | {m['map']:.3f} |" in tables["detection"]
     bench = (ROOT / "docs" / "bench_cpu.md").read_text()
     rows = [ln for ln in bench.splitlines() if ln.startswith("| ") and " ms " not in ln]
     ratios = [ln for ln in bench.splitlines() if ln.startswith("- onnxruntime-cpu:")]
@@ -185,3 +191,18 @@ def test_every_decimal_beside_a_cited_file_is_in_that_file():
                              + (f", missing {missing}" if missing else "") + ")")
     assert checked >= 80, checked  # the mechanism sees the README's figures
     assert not wrong, "\n".join(wrong)
+
+
+def test_precision_file_is_of_the_shipped_weights():
+    """docs/onnx_precision.json (the README's fp16/int8 agreement) was measured on the
+    weights that ship now: rerun scripts/precision_parity.py when they change."""
+    import json
+
+    from fcn_perception.card import DEFAULT_WEIGHTS, sha256_of
+
+    tasks = json.loads((ROOT / "docs" / "onnx_precision.json").read_text())["tasks"]
+    assert set(tasks) == set(DEFAULT_WEIGHTS)
+    for task, weights in DEFAULT_WEIGHTS.items():
+        assert tasks[task]["weights_sha256"] == sha256_of(weights), (
+            f"docs/onnx_precision.json measured other {task} weights: run "
+            "scripts/precision_parity.py")

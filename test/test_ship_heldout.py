@@ -52,7 +52,8 @@ def test_card_carries_the_heldout_score(runs):
     assert held["sequences"] == ["0006R0"] and held["train_sequences"] == ["0001TP"]
     assert held["metrics"] == fold["metrics"]["val"]  # the held-out run's own scoring
     rows = [json.loads(r) for r in (runs / "fold" / "metrics.jsonl").read_text().splitlines()]
-    assert held["history"] == [round(r["val/mean_iou"], 5) for r in rows]
+    assert [h["val/mean_iou"] for h in held["history"]] == [round(r["val/mean_iou"], 5)
+                                                           for r in rows]
     assert card["metrics"]["val_in_training"] is True  # its val frames are in its train split
     assert card["metrics"]["val"] != held["metrics"]  # two models, two scores
 

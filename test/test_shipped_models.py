@@ -1,14 +1,16 @@
-"""The shipped FCN-8s and R-FCN (EfficientNet-Lite0): their cards describe the files,
-and the evaluate commands reproduce the card's val numbers on all of CamVid val."""
+"""The shipped models (FCN-8s EfficientNet-Lite0 ``fast`` and Lite1 ``accurate``, R-FCN
+Lite0): their cards describe the files and the sequence-held-out protocol they were
+trained by, and the evaluate commands reproduce the cards' numbers on the card's val split."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fcn_perception.card import DEFAULT_WEIGHTS, read_card, sha256_of
+from fcn_perception.card import DEFAULT_WEIGHTS, MODELS, read_card, sha256_of
 from fcn_perception.evaluation.camvid import CLASSES, PALETTE, CamVid
 from fcn_perception.models import build_model
 from fcn_perception.training.train_segmentation import CachedSegmentationSet, confusion_on
@@ -16,6 +18,7 @@ from fcn_perception.training.transforms import SegmentationTransform
 from fcn_perception.weights_io import load_weights_into
 
 SEG, DET = DEFAULT_WEIGHTS["segmentation"], DEFAULT_WEIGHTS["detection"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args, timeout=900):
@@ -25,26 +28,56 @@ def _cli(*args, timeout=900):
     return proc
 
 
-@pytest.mark.parametrize("weights", [SEG, DET], ids=["segmentation", "detection"])
+SHIPPED = {f"{task}-{name}": path for task, names in MODELS.items() for name, path in names.items()}
+
+
+@pytest.mark.parametrize("weights", SHIPPED.values(), ids=SHIPPED.keys())
 def test_card_describes_the_shipped_weights(weights):
+    """Every name in MODELS ships: ImageNet-initialised, full-resolution input, and the
+    last epoch of a fixed schedule (nothing selected on a split the model trained on)."""
     card = read_card(weights)
     assert card["sha256"] == sha256_of(weights)
     assert weights.stat().st_size < 50 * 2**20
-    assert card["architecture"]["backbone"] == "efficientnet_lite0"
+    assert card["architecture"]["backbone"] == (
+        "efficientnet_lite1" if weights == MODELS["segmentation"].get("accurate")
+        else "efficientnet_lite0")
     assert card["training"]["pretrained"] == "imagenet"
     assert card["input"]["size"] is None  # the network sees full-resolution frames
     assert card["training"]["time"]["train_loop_min"] <= 120  # the 2-hour recipe budget
-    assert card["training"]["val_split"] == "val.txt" and card["training"]["train_split"] == "train.txt"
+    assert card["selected_epoch"] == card["training"]["epochs"]
 
 
-def test_segmentation_card_and_evaluate_reproduce_val(tmp_path, camvid_dir):
-    card = read_card(SEG)
+@pytest.mark.parametrize("name", MODELS["segmentation"])
+def test_segmentation_cards_carry_the_heldout_protocol(name):
+    """Trained on all of train+val with the recipe's fixed schedule; the card holds the
+    same recipe's score on the held-out sequence 0006R0 (trained without it)."""
+    card = read_card(MODELS["segmentation"][name])
+    assert card["training"]["train_split"] == "training/splits/camvid_trainval.txt"
+    assert card["training"]["select"] == "last"
+    held = card["heldout"]
+    assert held["sequences"] == ["0006R0"] and held["train_sequences"] == ["0001TP", "0016E5"]
+    assert held["val_split"] == "training/splits/camvid_0006R0.txt"
+    assert held["selected_epoch"] == card["training"]["epochs"]
+    assert card["metrics"]["val_in_training"] is True
+    last = held["history"][-1]  # the held-out run's fp32 score at its last epoch; fp16 export
+    assert last["epoch"] + 1 == held["selected_epoch"]
+    assert last["val/mean_iou"] == pytest.approx(held["metrics"]["mean_iou"], abs=5e-3)
+
+
+def _val_split(card) -> str:
+    return str(REPO / card["training"]["val_split"])
+
+
+@pytest.mark.parametrize("name", MODELS["segmentation"])
+def test_segmentation_card_and_evaluate_reproduce_val(tmp_path, camvid_dir, name):
+    weights = MODELS["segmentation"][name]
+    card = read_card(weights)
     assert card["task"] == "segmentation" and card["architecture"]["name"] == "fcn8s"
     assert card["classes"] == list(CLASSES)
     assert [tuple(c) for c in card["palette"]] == list(PALETTE)
     out = tmp_path / "val.json"
-    proc = _cli("evaluate", "segmentation", "--data", camvid_dir, "--split", "val.txt",
-                "--json", out)
+    proc = _cli("evaluate", "segmentation", "--data", camvid_dir, "--split", _val_split(card),
+                "--weights", weights, "--json", out)
     assert "mean_iou" in proc.stdout
     got, want = json.loads(out.read_text()), card["metrics"]["val"]
     assert got["frames"] == 101
@@ -64,8 +97,8 @@ def test_detection_evaluate_reproduces_the_card(tmp_path, camvid_dir, backend):
     card = read_card(DET)
     assert card["task"] == "detection" and card["architecture"]["name"] == "rfcn"
     out = tmp_path / "det.json"
-    _cli("evaluate", "detection", "--data", camvid_dir, "--split", "val.txt", "--json", out,
-         "--backend", backend)
+    _cli("evaluate", "detection", "--data", camvid_dir, "--split", _val_split(card), "--json",
+         out, "--backend", backend)
     got, want = json.loads(out.read_text()), card["metrics"]["val"]
     assert got["backend"] == ("torch-cpu" if backend == "torch" else "onnxruntime-cpu")
     assert got["map50"] == pytest.approx(want["map50"], abs=1e-3)

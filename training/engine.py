@@ -411,7 +411,6 @@ def heldout_section(fold_dir: str | Path, card: dict) -> dict:
     if train & val:
         raise CommandError(f"ship: --heldout {fold_dir} trained on its val sequences "
                          f"{sorted(train & val)}; its val split must be whole unseen sequences")
-    key = "mean_iou" if card["task"] == "segmentation" else "map50"
     return {
         "protocol": "the same recipe and fixed schedule trained without the held-out "
                     "sequences, scored on every frame of them",
@@ -419,15 +418,19 @@ def heldout_section(fold_dir: str | Path, card: dict) -> dict:
         "train_split": _portable(theirs["train_split"]),
         "val_split": _portable(theirs["val_split"]),
         "selected_epoch": fold.get("selected_epoch"),
+        "time": training_time(fold_dir),
         "metrics": fold["metrics"]["val"],
-        "history": [round(r[f"val/{key}"], 5) for r in _rows(Path(fold_dir))
-                    if f"val/{key}" in r],
+        "history": _history(Path(fold_dir)),
     }
 
 
-def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+def _history(run_dir: Path) -> list[dict]:
+    """Per epoch of a run (``metrics.jsonl``): its epoch, train loss and val scores, as a
+    card's ``training.history`` and ``heldout.history`` keep them."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
             if line.strip()]
+    return [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()
+             if k == "epoch" or k == "train/loss" or k.startswith("val/")} for r in rows]
 
 
 def ship_run(run_dir: str | Path, dest: str | Path, machine: str | None = None,
@@ -447,9 +450,7 @@ def ship_run(run_dir: str | Path, dest: str | Path, machine: str | None = None,
     if isinstance(training.get("dataset"), dict):
         training["dataset"]["file"] = _portable(training["dataset"].get("file"))
     training["time"] = {**training_time(run_dir), **({"machine": machine} if machine else {})}
-    training["history"] = [  # per epoch: the training curve of the README
-        {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()
-         if k == "epoch" or k == "train/loss" or k.startswith("val/")} for r in _rows(run_dir)]
+    training["history"] = _history(run_dir)
     if heldout is not None:
         card["heldout"] = heldout_section(heldout, card)
         trained = split_sequences(training["train_split"])

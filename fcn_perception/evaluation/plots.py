@@ -117,10 +117,10 @@ def plot_training_curves(panels: list[dict], path: str | Path) -> Path:
     with the selected epoch marked."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels):
-        hist = panel["history"]
-        epochs = [r["epoch"] + 1 for r in hist]
-        for key in panel["keys"]:
-            ax.plot(epochs, [r.get(key) for r in hist], marker=".", label=key.split("/")[-1])
+        for key in panel["keys"]:  # the epochs that were validated
+            rows = [r for r in panel["history"] if r.get(key) is not None]
+            ax.plot([r["epoch"] + 1 for r in rows], [r[key] for r in rows], marker=".",
+                    label=key.split("/")[-1])
         ax.axvline(panel["selected"], color="grey", ls=":", label="selected")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
