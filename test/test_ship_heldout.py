@@ -69,3 +69,20 @@ def test_refuses_another_recipe_or_a_val_it_trained_on(runs):
     write_card(changed, other / "model.safetensors")
     with pytest.raises(CommandError, match=r"trained another recipe \(differs in lr\)"):
         heldout_section(other, card)
+
+
+def test_input_size_scores_the_model_and_its_heldout_run_at_that_size(runs, camvid_dir):
+    """``--input-size``: the card runs the network at that size, and its val and held-out
+    scores are those of that size (the evaluate command on the shipped file agrees)."""
+    dest = runs / "ship_big" / "model.safetensors"
+    assert main(["train", "ship", "--run", str(runs / "full"), "--to", str(dest),
+                 "--heldout", str(runs / "fold"), "--input-size", "96", "128"]) == 0
+    card, fold = read_card(dest), read_card(runs / "fold" / "model.safetensors")
+    assert card["input"]["size"] == [96, 128] and card["heldout"]["input_size"] == [96, 128]
+    assert card["heldout"]["metrics"]["mean_iou"] != fold["metrics"]["val"]["mean_iou"]
+    out = runs / "big.json"
+    assert main(["evaluate", "segmentation", "--data", str(camvid_dir), "--split",
+                 str(runs / "0006R0.txt"), "--weights", str(dest), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["mean_iou"] == pytest.approx(card["metrics"]["val"]["mean_iou"], abs=1e-9)
+    assert got["frames"] == card["metrics"]["val"]["frames"] == 2

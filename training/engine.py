@@ -393,10 +393,36 @@ def split_sequences(split: str | Path) -> set[str]:
             for line in path.read_text().splitlines() if line.strip()}
 
 
+def scored_at_size(run_dir: Path, size: list[int], data: str | None, split: str,
+                   dataset: str | None = None) -> dict:
+    """Segmentation scores of ``run_dir``'s weights with the network at ``size`` ([H, W]:
+    frames resized, scores upsampled back, as a card's ``input.size`` runs it) on ``split``."""
+    import shutil
+    import tempfile
+    from argparse import Namespace
+
+    from fcn_perception import load_predictor
+    from fcn_perception.card import read_card, write_card
+    from fcn_perception.training.dataset_file import dataset_from_args
+    from fcn_perception.training.evaluate_segmentation import evaluate_segmentation
+
+    card = read_card(run_dir / "model.safetensors")
+    card["input"]["size"] = list(size)
+    with tempfile.TemporaryDirectory(prefix="ship_") as tmp:
+        weights = Path(tmp) / "model.safetensors"
+        shutil.copyfile(run_dir / "model.safetensors", weights)
+        write_card(card, weights)
+        predictor = load_predictor("segmentation", weights=str(weights))
+        frames = dataset_from_args(Namespace(dataset=dataset, data=data)).open(str(split))
+        scores, _ = evaluate_segmentation(predictor, frames, progress=False)
+    return {k: v for k, v in scores.items() if k != "latency_ms_p50"}
+
+
 def heldout_section(fold_dir: str | Path, card: dict) -> dict:
     """The held-out-sequence score of ``card``'s recipe, from ``fold_dir``: a run of the same
     recipe (every ``training`` key but the data's equal) whose val split is whole
-    sequences its train split never saw."""
+    sequences its train split never saw.  With ``card["input"]["size"]`` set, the run's
+    weights are scored again at that size (``history`` stays the run's own validation)."""
     from fcn_perception.card import read_card
 
     fold = read_card(Path(fold_dir) / "model.safetensors")
@@ -419,9 +445,19 @@ def heldout_section(fold_dir: str | Path, card: dict) -> dict:
         "val_split": _portable(theirs["val_split"]),
         "selected_epoch": fold.get("selected_epoch"),
         "time": training_time(fold_dir),
-        "metrics": fold["metrics"]["val"],
+        "input_size": card["input"].get("size"),
+        "metrics": fold["metrics"]["val"] if not card["input"].get("size") else scored_at_size(
+            Path(fold_dir), card["input"]["size"], theirs["data"], theirs["val_split"],
+            _dataset_file(theirs)),
         "history": _history(Path(fold_dir)),
     }
+
+
+def _dataset_file(training: dict) -> str | None:
+    """The dataset description file a run read (None: CamVid at its ``data``)."""
+    described = training.get("dataset")
+    file = described.get("file") if isinstance(described, dict) else None
+    return None if not file or Path(file).name == "camvid.yaml" else file
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -434,10 +470,12 @@ def _history(run_dir: Path) -> list[dict]:
 
 
 def ship_run(run_dir: str | Path, dest: str | Path, machine: str | None = None,
-             heldout: str | Path | None = None) -> Path:
+             heldout: str | Path | None = None, input_size=None) -> Path:
     """Copy ``run_dir/model.safetensors`` and its card to ``dest`` (card renamed and
     re-hashed; ``training.time`` added from the run's metrics; paths made portable; with
-    ``heldout``, the :func:`heldout_section` of that run).  Returns the card path."""
+    ``heldout``, the :func:`heldout_section` of that run; with ``input_size`` [H, W]
+    (segmentation), the card runs the network at that size and its val scores are
+    measured again there).  Returns the card path."""
     import shutil
 
     from fcn_perception.card import read_card, write_card
@@ -445,12 +483,20 @@ def ship_run(run_dir: str | Path, dest: str | Path, machine: str | None = None,
     run_dir, dest = Path(run_dir), Path(dest)
     card = read_card(run_dir / "model.safetensors")
     training = card.setdefault("training", {})
+    data, val_split = training.get("data"), training.get("val_split")  # as the run read them
+    dataset = _dataset_file(training)
     for key in ("data", "train_split", "val_split"):
         training[key] = _portable(training.get(key))
     if isinstance(training.get("dataset"), dict):
         training["dataset"]["file"] = _portable(training["dataset"].get("file"))
     training["time"] = {**training_time(run_dir), **({"machine": machine} if machine else {})}
     training["history"] = _history(run_dir)
+    if input_size:
+        if card["task"] != "segmentation":
+            raise CommandError("ship: --input-size is for segmentation models")
+        card["input"]["size"] = [int(v) for v in input_size]
+        card["metrics"]["val"] = scored_at_size(run_dir, card["input"]["size"], data, val_split,
+                                                dataset)
     if heldout is not None:
         card["heldout"] = heldout_section(heldout, card)
         trained = split_sequences(training["train_split"])
@@ -470,9 +516,13 @@ def add_ship_args(p) -> None:
                    help="a finished run of the same recipe whose val split is whole sequences "
                         "its train split never saw (training/splits/camvid_without_0006R0.txt "
                         "-> camvid_0006R0.txt); its val scores go in the card as 'heldout'")
+    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="segmentation: the card runs the network at H x W (frames resized, "
+                        "scores upsampled back); val and --heldout scores are measured there")
 
 
 def ship_cli(args) -> int:
     """Entry for ``fcn-perception train ship``."""
-    print(f"shipped {args.to} (card {ship_run(args.run, args.to, args.machine, args.heldout)})")
+    card = ship_run(args.run, args.to, args.machine, args.heldout, args.input_size)
+    print(f"shipped {args.to} (card {card})")
     return 0
