@@ -53,7 +53,8 @@ PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
 MODELS = {
     "segmentation": {
         "fast": PACKAGE_WEIGHTS / "fcn8s_efficientnet_lite0_camvid.safetensors",
-        "accurate": PACKAGE_WEIGHTS / "fcn8s_efficientnet_lite1_camvid.safetensors",
+        # the fast model's weights with the network at 1.5x the CamVid frame (input.size)
+        "accurate": PACKAGE_WEIGHTS / "fcn8s_efficientnet_lite0_540x720_camvid.safetensors",
     },
     "detection": {
         "fast": PACKAGE_WEIGHTS / "rfcn_efficientnet_lite0_camvid.safetensors",

@@ -3,9 +3,9 @@
     python scripts/readme_figures.py --data ../shared/camvid --out docs
 
 Writes ``docs/overlay.png`` (frames: segmentation overlay | detections drawn, best
-class and score), ``docs/training_curves.png`` (held-out mean IoU; mAP@0.5, mAP and
-Pedestrian AP50 per epoch of each shipped recipe's held-out run, from the cards'
-``heldout.history``).  The per-class IoU
+class and score), ``docs/training_curves.png`` (per epoch: the default segmentation
+recipe's held-out mean IoU, from its card's ``heldout.history``; the detector's val mAP@0.5,
+mAP and Pedestrian AP50, from ``training.history`` until it has a held-out run).  The per-class IoU
 bars, confusion matrix and PR curves come from ``fcn-perception evaluate
 segmentation|detection``.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 import fcn_perception
-from fcn_perception.card import MODELS, model_title, read_card
+from fcn_perception.card import DEFAULT_WEIGHTS, model_title, read_card
 from fcn_perception.evaluation.camvid import CamVid
 from fcn_perception.evaluation.plots import plot_training_curves
 from fcn_perception.imaging.drawing import blend, colorize, draw_detections, palette_lut
@@ -43,18 +43,18 @@ def overlay_grid(data: CamVid, frames: list[int], min_score: float) -> np.ndarra
 
 
 def training_curves(path: Path) -> None:
-    """Per shipped model, its recipe's run with the sequence held out (``heldout.history``
-    of the card): the held-out scores per epoch, and the last epoch that the fixed
-    schedule keeps."""
+    """Per task, the default model's run with the sequence held out when its card has one
+    (``heldout.history``: held-out scores per epoch, and the last epoch the fixed schedule
+    keeps), else its own training run on val (``training.history``)."""
     panels = []
     for task, keys in (("segmentation", ("val/mean_iou", "val/pixel_accuracy")),
                        ("detection", ("val/map50", "val/map", "val/ap50_Pedestrian"))):
-        for name, weights in MODELS[task].items():
-            card = read_card(weights)
-            held = card["heldout"]
-            panels.append({"title": f"{task} {name} ({model_title(card)}): "
-                                    f"{' + '.join(held['sequences'])} held out", "keys": keys,
-                           "history": held["history"], "selected": held["selected_epoch"]})
+        card = read_card(DEFAULT_WEIGHTS[task])
+        held = card.get("heldout")
+        where = f"{' + '.join(held['sequences'])} held out" if held else "CamVid val"
+        panels.append({"title": f"{task} ({model_title(card)}): {where}", "keys": keys,
+                       "history": held["history"] if held else card["training"]["history"],
+                       "selected": held["selected_epoch"] if held else card["selected_epoch"]})
     plot_training_curves(panels, path)
 
 

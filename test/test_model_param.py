@@ -8,7 +8,7 @@ import fcn_perception
 from fcn_perception import card
 from fcn_perception.errors import WeightsError
 
-LITE1 = "fcn8s_efficientnet_lite1_camvid.safetensors"
+ACCURATE = "fcn8s_efficientnet_lite0_540x720_camvid.safetensors"
 
 
 def test_names_resolve_to_the_shipped_files(tmp_path):
@@ -17,7 +17,7 @@ def test_names_resolve_to_the_shipped_files(tmp_path):
     assert card.model_file("detection", "fast").name == "rfcn_efficientnet_lite0_camvid.safetensors"
     assert card.read_card(card.model_file("segmentation", "fast"))["architecture"]["backbone"] \
         == "efficientnet_lite0"
-    assert card.MODELS["segmentation"]["accurate"].name == LITE1
+    assert card.MODELS["segmentation"]["accurate"].name == ACCURATE
     own = tmp_path / "mine.onnx"
     assert card.model_file("segmentation", str(own)) == own  # a file is taken as given
     with pytest.raises(WeightsError, match=r"model 'accurate' is not a detection model name "
@@ -27,16 +27,22 @@ def test_names_resolve_to_the_shipped_files(tmp_path):
         card.model_file("segmentation", "quick")
 
 
-def test_accurate_loads_or_names_the_missing_file():
-    path = card.MODELS["segmentation"]["accurate"]
-    if not path.is_file():
-        with pytest.raises(WeightsError) as info:
-            fcn_perception.load_predictor("segmentation", "torch-cpu", "accurate")
-        assert str(info.value) == (f"model 'accurate' (segmentation) is {path}, which is not "
-                                   "installed; use fast or a weights file path")
-    else:
-        p = fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", "accurate")
-        assert p.source == path and p.card["architecture"]["backbone"] == "efficientnet_lite1"
+def test_accurate_loads_the_fast_network_at_540x720(tmp_path, monkeypatch):
+    """``accurate`` is the fast model's network at 1.5x the CamVid frame; a named model
+    whose file is missing is one clear line."""
+    import numpy as np
+
+    p = fcn_perception.load_predictor("segmentation", "onnxruntime-cpu", "accurate")
+    assert p.source == card.MODELS["segmentation"]["accurate"]
+    assert p.card["architecture"] == card.read_card(card.DEFAULT_WEIGHTS["segmentation"])[
+        "architecture"] and p.card["input"]["size"] == [540, 720]
+    assert p(np.zeros((360, 480, 3), np.uint8)).labels.shape == (360, 480)
+    absent = tmp_path / ACCURATE
+    monkeypatch.setitem(card.MODELS["segmentation"], "accurate", absent)
+    with pytest.raises(WeightsError) as info:
+        fcn_perception.load_predictor("segmentation", "torch-cpu", "accurate")
+    assert str(info.value) == (f"model 'accurate' (segmentation) is {absent}, which is not "
+                               "installed; use fast or a weights file path")
 
 
 def test_node_with_a_missing_named_model_stays_unconfigured(rclpy_context, monkeypatch,
@@ -46,7 +52,7 @@ def test_node_with_a_missing_named_model_stays_unconfigured(rclpy_context, monke
 
     from fcn_perception.ros import nodes
 
-    absent = tmp_path / "weights" / LITE1
+    absent = tmp_path / "weights" / ACCURATE
     monkeypatch.setitem(card.MODELS["segmentation"], "accurate", absent)
     harness = Harness(rclpy_context)
     try:

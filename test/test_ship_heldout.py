@@ -86,3 +86,24 @@ def test_input_size_scores_the_model_and_its_heldout_run_at_that_size(runs, camv
     got = json.loads(out.read_text())
     assert got["mean_iou"] == pytest.approx(card["metrics"]["val"]["mean_iou"], abs=1e-9)
     assert got["frames"] == card["metrics"]["val"]["frames"] == 2
+
+
+def test_input_scale_script_scores_a_run_at_each_size(runs):
+    """scripts/input_scale.py: the evidence for --input-size, one row per size, equal to
+    what ship measures at that size."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "input_scale.py"
+    spec = importlib.util.spec_from_file_location("input_scale", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = runs / "scale.json"
+    assert script.main(["--run", f"fold={runs / 'fold'}", "--sizes", "72x96", "96x128",
+                        "--out", str(out)]) == 0
+    sizes = json.loads(out.read_text())["runs"]["fold"]["sizes"]
+    assert list(sizes) == ["72x96", "96x128"] and sizes["72x96"]["frames"] == 2
+    card = read_card(runs / "ship_big" / "model.safetensors")  # shipped at 96x128
+    assert sizes["96x128"]["mean_iou"] == pytest.approx(card["heldout"]["metrics"]["mean_iou"])
+    with pytest.raises(SystemExit, match="expected HxW"):
+        script.main(["--run", f"fold={runs / 'fold'}", "--sizes", "big", "--out", str(out)])

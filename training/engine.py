@@ -448,12 +448,12 @@ def heldout_section(fold_dir: str | Path, card: dict) -> dict:
         "input_size": card["input"].get("size"),
         "metrics": fold["metrics"]["val"] if not card["input"].get("size") else scored_at_size(
             Path(fold_dir), card["input"]["size"], theirs["data"], theirs["val_split"],
-            _dataset_file(theirs)),
+            dataset_file_of(theirs)),
         "history": _history(Path(fold_dir)),
     }
 
 
-def _dataset_file(training: dict) -> str | None:
+def dataset_file_of(training: dict) -> str | None:
     """The dataset description file a run read (None: CamVid at its ``data``)."""
     described = training.get("dataset")
     file = described.get("file") if isinstance(described, dict) else None
@@ -484,7 +484,7 @@ def ship_run(run_dir: str | Path, dest: str | Path, machine: str | None = None,
     card = read_card(run_dir / "model.safetensors")
     training = card.setdefault("training", {})
     data, val_split = training.get("data"), training.get("val_split")  # as the run read them
-    dataset = _dataset_file(training)
+    dataset = dataset_file_of(training)
     for key in ("data", "train_split", "val_split"):
         training[key] = _portable(training.get(key))
     if isinstance(training.get("dataset"), dict):

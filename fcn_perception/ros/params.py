@@ -143,7 +143,7 @@ DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 
 PREDICTOR_PARAMS = (
     ParamSpec("model", "fast", "which model: fast (EfficientNet-Lite0, the default), "
-              "accurate (segmentation: FCN-8s EfficientNet-Lite1, slower) or a model file: "
+              "accurate (segmentation: the same FCN-8s at 540x720, slower) or a model file: "
               ".safetensors/.pt (model card beside it), .onnx or a TensorRT .engine"),
     ParamSpec("backend", "auto", "inference backend; auto: the first that starts of "
               "tensorrt, onnxruntime-cuda, torch-cuda, onnxruntime-cpu, torch-cpu",
