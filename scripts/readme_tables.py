@@ -33,7 +33,9 @@ def bench_table(path: Path = BENCH) -> str:
 
 def tables() -> dict[str, str]:
     """``name -> markdown table`` for every generated README table."""
-    seg = [(f"{name}: {model_title(card)}", card) for name, card in
+    seg = [(f"{name}: {model_title(card)}" + (" at {}x{}".format(*card["input"]["size"])
+                                              if card["input"].get("size") else ""), card)
+           for name, card in
            ((name, read_card(path)) for name, path in MODELS["segmentation"].items()
             if path.is_file())]
     det = read_card(MODELS["detection"]["fast"])
