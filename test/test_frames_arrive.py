@@ -380,7 +380,10 @@ def test_4000x4000_png_costs_under_500_mb_and_the_next_frame_is_answered(
     from sensor_msgs.msg import CompressedImage, Image
 
     monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
-    proc = start_node("segmentation_node", ["-p", "input_transport:=compressed"])
+    # reliable from the start: with auto, a frame sent while the subscription is still
+    # best effort (its first second) goes through UDP fragments without the profile
+    proc = start_node("segmentation_node", ["-p", "input_transport:=compressed",
+                                            "-p", "qos_reliability:=reliable"])
     out = OutputReader(proc, WAIT)
     big = np.asarray(PILImage.fromarray(frames[0]).resize((4000, 4000), PILImage.NEAREST))
     buf = io.BytesIO()
