@@ -1,16 +1,19 @@
 """Tracking quality and cost on CamVid sequences with known identities.
 
 CamVid frames are 1 s apart, too far for frame-to-frame tracking, so sequences are made
-from single frames with their ground truth: a window (320 x 400) pans across a val frame
-at a constant speed, and the frame's ground-truth objects (Car, Pedestrian, Bicyclist
-boxes derived from its label image, the CamVid box rule) move with the window, each
-keeping its identity.  In the ``missed`` variant every 6th frame is blank (no object
-visible, none in the ground truth): tracks must survive it.  The shipped R-FCN detects
+from single frames with their ground truth: a window (320 x 400) pans across a frame
+(CamVid val, or a list-file split such as a held-out sequence) at a constant speed, and
+the frame's ground-truth objects (Car, Pedestrian, Bicyclist boxes derived from its label
+image, the CamVid box rule) move with the window, each keeping its identity.  In the
+``missed`` variant every 6th frame is blank (no object visible, none in the ground
+truth): tracks must survive it.  The R-FCN (the shipped one, or ``--weights``, e.g. a run
+that never saw the split's street) detects
 (ONNX Runtime, CPU; detections >= 0.1 go to the tracker, as in the node) and
 :class:`~fcn_perception.tracking.ByteTracker` tracks.  Scored with motmetrics (IoU >= 0.5
 matches): MOTA, IDF1, ID switches, plus the tracker's own time per frame.
 
     .venv/bin/python benchmarks/tracking_eval.py [--frames 6] [--length 20]
+        [--split val | training/splits/camvid_0006R0.txt] [--weights RUN/model.safetensors]
         [--out docs/tracking_eval.json]
 """
 from __future__ import annotations
@@ -26,6 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, cpu_line, load_average  # noqa: E402
 
+from fcn_perception.card import DEFAULT_WEIGHTS, sha256_of  # noqa: E402
+
 WINDOW = (320, 400)  # height, width
 SPEEDS = {"pan 2 px/frame": (2, 0), "pan 6 px/frame": (6, 1), "pan 12 px/frame": (-12, 0)}
 
@@ -37,6 +42,20 @@ def ground_truth(label_path: Path):
 
     boxes, _ = derive_boxes(np.asarray(Image.open(label_path)))
     return boxes.astype(np.float64)
+
+
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def frame_pairs(data: Path, split: str) -> list[tuple[Path, Path]]:
+    """(image, label) paths of a CamVid split: a list file (``train/x.png
+    trainannot/x.png`` per line) or a folder name under ``data`` (``val`` with ``valannot``)."""
+    if Path(split).suffix == ".txt":
+        lines = [ln.split() for ln in Path(split).read_text().splitlines() if ln.strip()]
+        return sorted((data / image, data / label) for image, label in lines)
+    return [(p, data / f"{split}annot" / p.name) for p in sorted((data / split).glob("*.png"))]
 
 
 def sequence(frame, gt, speed, length, missed):
@@ -70,14 +89,13 @@ def run(args) -> dict:
     from fcn_perception.tracking import ByteTracker, TrackerConfig
     from fcn_perception.tracking.bytetrack import box_iou
 
-    det = load_predictor("detection", backend="onnxruntime-cpu")
-    val = sorted((ROOT.parent / "shared" / "camvid" / "val").glob("*.png"))
-    folder = ROOT.parent / "shared" / "camvid" / "valannot"
-    if not val:
-        raise SystemExit("needs ../shared/camvid (val and valannot)")
+    det = load_predictor("detection", backend="onnxruntime-cpu", weights=args.weights)
+    pairs = frame_pairs(args.data, args.split)
+    if not pairs:
+        raise SystemExit(f"no frames in {args.data}/{args.split}: needs ../shared/camvid")
     picked = []
-    for path in val[:: max(1, len(val) // (args.frames * 4))]:
-        gt = ground_truth(folder / path.name)
+    for path, label in pairs[:: max(1, len(pairs) // (args.frames * 4))]:
+        gt = ground_truth(label)
         if len(gt) >= 2:
             picked.append((path, gt))
         if len(picked) == args.frames:
@@ -127,12 +145,15 @@ def run(args) -> dict:
             "detector_ms_mean": float(d.mean()), "frames": int(t.size)}
     print(f"tracker {cost['tracker_ms_mean']:.3f} ms/frame (p95 {cost['tracker_ms_p95']:.3f}),"
           f" detector {cost['detector_ms_mean']:.1f} ms/frame, {cost['frames']} frames")
-    return {"protocol": (f"{len(picked)} CamVid val frames ({', '.join(p.stem for p, _ in picked)})"
+    weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS["detection"]
+    return {"protocol": (f"{len(picked)} CamVid frames of {args.split} "
+                         f"({', '.join(p.stem for p, _ in picked)})"
                          f", a {WINDOW[1]}x{WINDOW[0]} window panned {args.length} frames per "
                          "sequence; ground truth: the frame's Car/Pedestrian/Bicyclist boxes "
                          "(CamVid box rule) moved with the window, kept while >= 50% visible; "
-                         "'missed frames': every 6th frame blank; shipped R-FCN (ONNX Runtime "
-                         "CPU), detections >= 0.1 to ByteTrack (high 0.5); motmetrics, IoU >= 0.5"),
+                         "'missed frames': every 6th frame blank; R-FCN (ONNX Runtime CPU), "
+                         "detections >= 0.1 to ByteTrack (high 0.5); motmetrics, IoU >= 0.5"),
+            "weights": _shown(weights), "weights_sha256": sha256_of(weights),
             "sequences": rows, "cost": cost, "motmetrics": mm.__version__,
             "cpu": cpu_line(), "load_average": load_average(),
             "command": "python benchmarks/tracking_eval.py " + " ".join(sys.argv[1:])}
@@ -143,6 +164,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--length", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "tracking_eval.json")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "camvid")
+    parser.add_argument("--split", default="val",
+                        help="frames: a folder under --data (val) or a list file "
+                             "(training/splits/camvid_0006R0.txt)")
+    parser.add_argument("--weights", default=None,
+                        help="detector weights (default: the shipped one); e.g. a run held "
+                             "out of --split's sequence, so the detector has not seen it")
     args = parser.parse_args()
     report = run(args)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -2,6 +2,7 @@
 Runtime on the CPU, and write docs/onnx_precision.json (the README quotes it).
 
     .venv/bin/python scripts/precision_parity.py [--frames 20] [--data ../shared/camvid]
+        [--tasks detection]    # measure one task again, keep the file's other entry
 
 Segmentation: identical labels (fp16; int8 in TensorRT and ONNX Runtime formats).
 Detection: fp32's boxes (score >= 0.5 and >= 0.3) reproduced by a same-class box at IoU
@@ -64,7 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "camvid")
     parser.add_argument("--frames", type=int, default=20, help="val frames (evenly spaced)")
-    parser.add_argument("--tasks", nargs="+", default=["segmentation", "detection"])
+    parser.add_argument("--tasks", nargs="+", default=["segmentation", "detection"],
+                        help="tasks to measure; the output file's entries of the others "
+                             "are kept (each names the weights it measured)")
     parser.add_argument("--segmentation-weights", type=Path, default=None,
                         help="default: the shipped weights (DEFAULT_WEIGHTS)")
     parser.add_argument("--detection-weights", type=Path, default=None)
@@ -86,6 +89,9 @@ def main() -> None:
               "tasks": {}}
     if args.note:
         report["note"] = args.note
+    if args.output.is_file():
+        kept = json.loads(args.output.read_text()).get("tasks", {})
+        report["tasks"] = {t: v for t, v in kept.items() if t not in args.tasks}
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
             weights = getattr(args, f"{task}_weights") or DEFAULT_WEIGHTS[task]

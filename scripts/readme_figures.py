@@ -4,8 +4,9 @@
 
 Writes ``docs/overlay.png`` (frames: segmentation overlay | detections drawn, best
 class and score), ``docs/training_curves.png`` (per epoch: the default segmentation
-recipe's held-out mean IoU, from its card's ``heldout.history``; the detector's val mAP@0.5,
-mAP and Pedestrian AP50, from ``training.history`` until it has a held-out run).  The per-class IoU
+recipe's held-out mean IoU, from its card's ``heldout.history``; the detector's held-out
+mAP@0.5, mAP and Pedestrian AP50, likewise; a card without a held-out run shows its
+``training.history`` on val).  The per-class IoU
 bars, confusion matrix and PR curves come from ``fcn-perception evaluate
 segmentation|detection``.
 """

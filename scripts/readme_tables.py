@@ -1,5 +1,6 @@
-"""Print the README's results tables, generated from the shipped model cards and the
-peer's metrics file (docs/peer_fasterrcnn_val.json, written by its training run).
+"""Print the README's results tables, generated from the shipped model cards, the card of
+the detector they replaced (docs/previous_detector_card.json) and the peer's metrics file
+(docs/peer_fasterrcnn_val.json, written by its training run).
 
     python scripts/readme_tables.py            # print them
     python scripts/readme_tables.py --write    # replace them in README.md, between
@@ -15,10 +16,13 @@ import re
 from pathlib import Path
 
 from fcn_perception.card import MODELS, model_title, read_card
-from fcn_perception.evaluation.tables import detection_rows, detection_table, segmentation_tables
+from fcn_perception.evaluation.tables import (detection_rows, detection_table,
+                                              segmentation_tables, training_time)
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_METRICS = ROOT / "docs" / "peer_fasterrcnn_val.json"
+#: the detector shipped before the held-out protocol (train only, the peer's training data)
+PREVIOUS_DETECTOR = ROOT / "docs" / "previous_detector_card.json"
 BENCH = ROOT / "docs" / "bench_cpu.md"
 
 
@@ -40,6 +44,10 @@ def tables() -> dict[str, str]:
             if path.is_file())]
     det = read_card(MODELS["detection"]["fast"])
     rows = detection_rows(f"**{model_title(det)} (shipped, fp16)**", det)
+    if PREVIOUS_DETECTOR.is_file():
+        prev = json.loads(PREVIOUS_DETECTOR.read_text())
+        rows.append((f"{model_title(prev)}, previous (train only), val", prev["metrics"]["val"],
+                     training_time(prev)))
     if PEER_METRICS.is_file():
         peer = json.loads(PEER_METRICS.read_text())
         rows.append((f"{peer['model']}, val (train only)", peer["val"], peer["time"]))

@@ -35,7 +35,7 @@ def test_generated_tables_carry_the_card_values():
     held = " | ".join(f"{c['heldout']['metrics']['mean_iou']:.3f}" for c in seg)
     val = " | ".join(f"{c['metrics']['val']['mean_iou']:.3f}" for c in seg)
     assert f"| mean IoU, 0006R0 held out | {held} |" in tables["segmentation"]
-    assert f"| mean IoU, val (in its training set) | {val} |" in tables["segmentation"]
+    assert f"| mean IoU, 0006R0 (in its training set) | {val} |" in tables["segmentation"]
     det = read_card(DEFAULT_WEIGHTS["detection"])
     for m in (det["metrics"]["val"], *([det["heldout"]["metrics"]] if "heldout" in det else [])):
         assert f"| {m['map50']:.3f} | {m['map']:.3f} |" in tables["detection"]

@@ -6,6 +6,8 @@ verbatim, so no number in them is typed by hand.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def _f(x) -> str:
     return "-" if x is None else f"{float(x):.3f}"
@@ -23,9 +25,9 @@ def _schedule(card: dict) -> str:
 
 def segmentation_tables(models: list[tuple[str, dict]]) -> str:
     """One column per ``(title, card)``: the held-out sequences' scores (``card["heldout"]``,
-    the recipe trained without them), then val (``metrics.val``, which the shipped weights
-    may have trained on: ``metrics.val_in_training``); then per-class IoU held out, a row
-    per model."""
+    the recipe trained without them), then val (``metrics.val``, on :func:`val_name`'s
+    split, which the shipped weights may have trained on: ``metrics.val_in_training``);
+    then per-class IoU held out, a row per model."""
     cards = [c for _, c in models]
     held = [c.get("heldout", {}).get("metrics") for c in cards]
     lines = ["| | " + " | ".join(t for t, _ in models) + " |", "|---|" + "---:|" * len(models)]
@@ -34,7 +36,7 @@ def segmentation_tables(models: list[tuple[str, dict]]) -> str:
         lines.append(f"| {title}, {_heldout_name(cards[0])} | "
                      + " | ".join(_f(h and h[key]) for h in held) + " |")
     for key, title in (("mean_iou", "mean IoU"), ("pixel_accuracy", "pixel accuracy")):
-        lines.append(f"| {title}, val{_in_training(cards[0])} | "
+        lines.append(f"| {title}, {val_name(cards[0])} | "
                      + " | ".join(_f(c["metrics"]["val"][key]) for c in cards) + " |")
     lines.append("| held-out run | " + " | ".join(
         _schedule(c["heldout"]) if c.get("heldout") else "-" for c in cards) + " |")
@@ -49,8 +51,14 @@ def segmentation_tables(models: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def _in_training(card: dict) -> str:
-    return " (in its training set)" if card.get("metrics", {}).get("val_in_training") else ""
+def val_name(card: dict) -> str:
+    """What ``metrics.val`` scored: ``val`` (CamVid's val list), or the sequence of a
+    repository split (``training/splits/camvid_0006R0.txt`` -> ``0006R0``), marked when
+    the model trained on it (``metrics.val_in_training``)."""
+    split = (card.get("training") or {}).get("val_split") or "val"
+    name = Path(split).stem.removeprefix("camvid_")
+    return name + (" (in its training set)" if card.get("metrics", {}).get("val_in_training")
+                   else "")
 
 
 def detection_table(rows: list[tuple[str, dict, dict]]) -> str:
@@ -74,7 +82,7 @@ def detection_rows(title: str, card: dict) -> list[tuple[str, dict, dict]]:
     if card.get("heldout"):
         rows.append((f"{title}, {_heldout_name(card)}", card["heldout"]["metrics"],
                      card["heldout"].get("time", {})))
-    rows.append((f"{title}, val{_in_training(card)}", card["metrics"]["val"],
+    rows.append((f"{title}, {val_name(card)}", card["metrics"]["val"],
                  training_time(card)))
     return rows
 
