@@ -47,3 +47,29 @@ def cpu_line() -> str:
     from fcn_perception.inference.cpu_info import cpu_info
 
     return cpu_info().line()
+
+
+def ort_meta(started: str, threads: int, **entries) -> dict:
+    """The header entries of an ONNX Runtime benchmark's file: date, CPU, threads, then
+    ``entries``."""
+    import onnxruntime as ort
+
+    return {"date": started, "cpu": cpu_line(),
+            "threads": f"{threads} intra-op threads (onnxruntime {ort.__version__})", **entries}
+
+
+def write_report(output: Path, title: str, script: str, meta: dict, header: str,
+                 lines: list[str], rows: list[dict]) -> None:
+    """A benchmark's file: OUTPUT (.md: title, the script, ``- key: value`` per meta entry,
+    then the table, ``header`` and its ``lines``) and a .json beside it ({meta, rows});
+    the markdown is printed too."""
+    import json
+
+    text = "\n".join([f"# {title}", "", f"Written by `.venv/bin/python {script}`.", "",
+                      *(f"- {k}: {v}" for k, v in meta.items()), "", header, *lines]) + "\n"
+    print(text)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    output.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2)
+                                           + "\n")
+    print(f"wrote {output} and {output.with_suffix('.json').name}")

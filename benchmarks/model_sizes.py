@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import Row, measure  # noqa: E402
-from common import ROOT, camvid_frames, cpu_line, load_average  # noqa: E402
+from common import ROOT, camvid_frames, load_average, ort_meta, write_report  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "camvid"
 SPLITS = ROOT / "training" / "splits"
@@ -104,40 +103,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"timing {len(rows)} rows ...", flush=True)
         done = measure(rows, frame, args.rounds, 3, args.max_seconds)
 
-    import onnxruntime as ort
-
     base = rows[0].p50
-    meta = {
-        "date": started,
-        "cpu": cpu_line(),
-        "threads": f"{args.threads} intra-op threads (onnxruntime {ort.__version__})",
+    meta = ort_meta(started, args.threads, **{
         "accuracy": f"every frame of CamVid sequence {args.sequence} ({len(dataset)} frames)",
         "models": {spec.partition("=")[0]: str(model_file("segmentation",
                                                           spec.partition("=")[2] or spec))
                    for spec in args.models},
         "time": f"360x480 CamVid val frame, whole Predictor call, {done} round-robin rounds",
-        "load average (1, 5, 15 min) before / after": f"{load_before} / {load_average()}",
-    }
+        "load average (1, 5, 15 min) before / after": f"{load_before} / {load_average()}"})
     table = []
     for r in rows:
         s = scores[r.model]
         table.append({**s, "row": r.model, "p50_ms": round(r.p50, 1), "p95_ms": round(r.p95, 1),
                       "time_over_fast_fp32": round(r.p50 / base, 2)})
-    lines = ["# Segmentation models: held-out accuracy against CPU time", "",
-             "Written by `.venv/bin/python benchmarks/model_sizes.py`.", ""]
-    lines += [f"- {k}: {v}" for k, v in meta.items()]
-    lines += ["", f"| model | mIoU {args.sequence} | pixel acc. | p50 ms | p95 ms | "
-              "time / fast fp32 |", "|---|---:|---:|---:|---:|---:|"]
-    for t in table:
-        lines.append(f"| {t['row']} | {t['mean_iou']:.3f} | {t['pixel_accuracy']:.3f} | "
-                     f"{t['p50_ms']:.1f} | {t['p95_ms']:.1f} | {t['time_over_fast_fp32']:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    args.output.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "rows": table}, indent=2) + "\n")
-    print(f"wrote {args.output} and {args.output.with_suffix('.json').name}")
+    header = (f"| model | mIoU {args.sequence} | pixel acc. | p50 ms | p95 ms | "
+              "time / fast fp32 |\n|---|---:|---:|---:|---:|---:|")
+    lines = [f"| {t['row']} | {t['mean_iou']:.3f} | {t['pixel_accuracy']:.3f} | "
+             f"{t['p50_ms']:.1f} | {t['p95_ms']:.1f} | {t['time_over_fast_fp32']:.2f} |"
+             for t in table]
+    write_report(args.output, "Segmentation models: held-out accuracy against CPU time",
+                 "benchmarks/model_sizes.py", meta, header, lines, table)
     return 0
 
 

@@ -16,8 +16,12 @@ import re
 from pathlib import Path
 
 from fcn_perception.card import MODELS, model_title, read_card
-from fcn_perception.evaluation.tables import (detection_rows, detection_table,
-                                              segmentation_tables, training_time)
+from fcn_perception.evaluation.tables import (
+    detection_rows,
+    detection_table,
+    segmentation_tables,
+    training_time,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_METRICS = ROOT / "docs" / "peer_fasterrcnn_val.json"
