@@ -13,7 +13,7 @@ that never saw the split's street) detects
 matches): MOTA, IDF1, ID switches, plus the tracker's own time per frame.
 
     .venv/bin/python benchmarks/tracking_eval.py [--frames 6] [--length 20]
-        [--split val | training/splits/camvid_0006R0.txt] [--weights RUN/model.safetensors]
+        [--split val.txt | training/splits/camvid_0006R0.txt] [--weights RUN/model.safetensors]
         [--out docs/tracking_eval.json]
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, cpu_line, load_average  # noqa: E402
 
 from fcn_perception.card import DEFAULT_WEIGHTS, sha256_of  # noqa: E402
+from fcn_perception.evaluation.camvid import read_split  # noqa: E402
 
 WINDOW = (320, 400)  # height, width
 SPEEDS = {"pan 2 px/frame": (2, 0), "pan 6 px/frame": (6, 1), "pan 12 px/frame": (-12, 0)}
@@ -47,15 +48,6 @@ def ground_truth(label_path: Path):
 def _shown(path: Path) -> str:
     path = path.resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def frame_pairs(data: Path, split: str) -> list[tuple[Path, Path]]:
-    """(image, label) paths of a CamVid split: a list file (``train/x.png
-    trainannot/x.png`` per line) or a folder name under ``data`` (``val`` with ``valannot``)."""
-    if Path(split).suffix == ".txt":
-        lines = [ln.split() for ln in Path(split).read_text().splitlines() if ln.strip()]
-        return sorted((data / image, data / label) for image, label in lines)
-    return [(p, data / f"{split}annot" / p.name) for p in sorted((data / split).glob("*.png"))]
 
 
 def sequence(frame, gt, speed, length, missed):
@@ -90,9 +82,7 @@ def run(args) -> dict:
     from fcn_perception.tracking.bytetrack import box_iou
 
     det = load_predictor("detection", backend="onnxruntime-cpu", weights=args.weights)
-    pairs = frame_pairs(args.data, args.split)
-    if not pairs:
-        raise SystemExit(f"no frames in {args.data}/{args.split}: needs ../shared/camvid")
+    pairs = sorted((s.image, s.label) for s in read_split(args.data, args.split))
     picked = []
     for path, label in pairs[:: max(1, len(pairs) // (args.frames * 4))]:
         gt = ground_truth(label)
@@ -165,8 +155,8 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "tracking_eval.json")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "camvid")
-    parser.add_argument("--split", default="val",
-                        help="frames: a folder under --data (val) or a list file "
+    parser.add_argument("--split", default="val.txt",
+                        help="frames: a CamVid list file, in --data (val.txt) or a path "
                              "(training/splits/camvid_0006R0.txt)")
     parser.add_argument("--weights", default=None,
                         help="detector weights (default: the shipped one); e.g. a run held "
